@@ -39,6 +39,20 @@ class Settings:
     read_timeout: float = 60.0
     retries: int = 5
     backoff: float = 1.0
+    # Declarative inputs of the pipeline, relative paths taken from project_dir.
+    project_dir: Path = Path(".")
+    patches_dir: Path = Path("patches")
+    configs_dir: Path = Path("configs")
+    grub_dir: Path = Path("grub")
+    ccache: bool = False
+    # install-kernel: extra kernel arguments (besides grub/'s), startup style.
+    kernel_args: str = ""
+    startup: str = "modules"
+    # Boot lab: seconds one QEMU boot may take.
+    lab_timeout: float = 60.0
+    # Out-of-tree module (kernels 3.0+): tarball URL template and branch.
+    module_url: str = "https://github.com/huaweicloud/elb-toa/archive/refs/heads/{branch}.tar.gz"
+    module_branch: str = "master"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -67,6 +81,11 @@ class Settings:
         """``jobs`` with 0 meaning one per CPU."""
         return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
 
+    def input_dir(self, name: str) -> Path:
+        """``patches_dir``/``configs_dir``/``grub_dir`` resolved against the project."""
+        path = Path(getattr(self, f"{name}_dir"))
+        return path if path.is_absolute() else self.project_dir / path
+
     @property
     def urls(self) -> list[str]:
         """The source URL followed by the mirrors, in the order they are tried."""
@@ -94,6 +113,13 @@ class Settings:
             raise UserError(f"jobs must be 0 (one per CPU) or more, not {self.jobs}")
         if self.retries < 0 or self.connect_timeout <= 0 or self.read_timeout <= 0 or self.backoff < 0:
             raise UserError("retries, timeouts and backoff must be positive numbers")
+        if self.startup not in ("modules", "rc.local"):
+            raise UserError(
+                f"startup style {self.startup!r} is not known",
+                "use 'modules' (/etc/sysconfig/modules/toa.modules) or 'rc.local'",
+            )
+        if self.lab_timeout <= 0:
+            raise UserError("lab_timeout must be a positive number of seconds")
         return self
 
 
@@ -114,12 +140,14 @@ def coerce(values: dict[str, Any]) -> dict[str, Any]:
         for key in ("option_code", "jobs", "retries"):
             if key in out:
                 out[key] = int(out[key])
-        for key in ("min_free_gib", "connect_timeout", "read_timeout", "backoff"):
+        for key in ("min_free_gib", "connect_timeout", "read_timeout", "backoff", "lab_timeout"):
             if key in out:
                 out[key] = float(out[key])
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad numeric setting: {exc}", "check invoke.yaml, INVOKE_TOA_* and flags") from exc
-    for key in ("workdir", "root"):
+    if "ccache" in out and isinstance(out["ccache"], str):
+        out["ccache"] = out["ccache"].strip().lower() in ("1", "true", "yes", "on")
+    for key in ("workdir", "root", "project_dir", "patches_dir", "configs_dir", "grub_dir"):
         if key in out:
             out[key] = Path(str(out[key])).expanduser()
     if "mirrors" in out:
@@ -127,7 +155,7 @@ def coerce(values: dict[str, Any]) -> dict[str, Any]:
         if isinstance(mirrors, str):
             mirrors = mirrors.replace(",", " ").split()
         out["mirrors"] = tuple(str(m) for m in mirrors)
-    for key in ("url", "sha256", "extraversion"):
+    for key in ("url", "sha256", "extraversion", "kernel_args", "startup", "module_url", "module_branch"):
         if key in out and out[key] is not None:
             out[key] = str(out[key]).strip()
     if "sha256" in out:
