@@ -142,12 +142,9 @@ class WorkLock:
                     f"another toa-kernel run holds the lock {self.path} ({holder})",
                     "wait for it to finish; the lock frees itself when that process exits",
                 ) from None
-            previous = read_holder(fd)
-            if previous.startswith("pid "):
-                with contextlib.suppress(ValueError):
-                    old_pid = int(previous.split()[1])
-                    if old_pid != os.getpid() and not pid_alive(old_pid):
-                        self.echo(f"note: took over a stale lock left by dead process {old_pid}")
+            old_pid = recorded_pid(fd)
+            if old_pid and old_pid != os.getpid() and not pid_alive(old_pid):
+                self.echo(f"note: took over a stale lock left by dead process {old_pid}")
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {' '.join(sys.argv)[:200]}\n".encode(), 0)
             self._fds[key] = fd
@@ -164,6 +161,14 @@ class WorkLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
                 del self._held[self.key]
+
+
+def recorded_pid(fd: int) -> int | None:
+    """The pid written in a lock file, if any."""
+    try:
+        return int(os.pread(fd, 64, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def read_holder(fd: int) -> str:
