@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from invoke import Context, task
+from invoke.exceptions import Exit
 
 from toa_kernel.cli import is_dry, reports_errors, settings_for
 from toa_kernel.console import Console
@@ -38,22 +39,589 @@ def console(quiet: bool = False, json: bool = False) -> Console:
 # === fetch ===================================================================
 
 
+@task(
+    help={
+        "url": "URL of the kernel source tarball, http(s):// or file:// (default: toa.url, the vendor's)",
+        "sha256": "expected sha256 of the tarball: a mismatch is an error and the file is removed "
+        "(default: toa.sha256)",
+        "tarball": "use this local tarball instead of downloading (machines without internet)",
+        "mirror": "a mirror URL tried in order after --url fails; repeat for several (replaces toa.mirrors)",
+        "force": "remove the downloaded tarball, partial download and tree, and start over",
+        "workdir": WORKDIR_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    },
+    iterable=["mirror"],
+)
+@reports_errors
+def fetch(
+    c: Context,
+    url: str | None = None,
+    sha256: str | None = None,
+    tarball: str | None = None,
+    mirror: list[str] | None = None,
+    force: bool = False,
+    workdir: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Download the kernel source (resume, retries, sha256, content check) and unpack it safely."""
+    from toa_kernel.fetch import fetch_source
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, url=url, sha256=sha256, workdir=workdir, mirrors=tuple(mirror) if mirror else None)
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    source = Path(tarball) if tarball else None
+    if dry:
+        result = fetch_source(s, tarball=source, force=force, dry_run=True, console=out)
+    else:
+        with WorkLock(Workdir(s.workdir), echo=out.say):
+            result = fetch_source(s, tarball=source, force=force, console=out)
+    if json:
+        out.emit_json(result.as_dict())
+        return
+    if result.nothing_to_do:
+        title = "fetch: nothing to do"
+    elif result.dry_run:
+        title = "fetch: dry run, nothing changed"
+    else:
+        title = "fetch: done"
+    pin_note = "" if result.pinned or not result.sha256 else " (not pinned)"
+    out.summary(
+        title,
+        [
+            ("source", result.url),
+            ("tarball", result.tarball),
+            ("size", f"{result.size} bytes" if result.size else "(not downloaded yet)"),
+            ("sha256", f"{result.sha256 or '-'}{pin_note}"),
+            ("tree", result.tree or "(not unpacked yet)"),
+            ("skipped links", len(result.skipped_links)),
+        ],
+    )
+
+
 # === build ===================================================================
+
+BUILD_STEPS_HELP = "preflight, patch, configure, release, compile, artifacts"
+
+
+@task(
+    help={
+        "until": f"stop after this step ({BUILD_STEPS_HELP}); e.g. --until release to inspect the tree",
+        "only": f"run only this step ({BUILD_STEPS_HELP}) after the preflight checks",
+        "jobs": "make -j N (default: toa.jobs; 0 = one per CPU)",
+        "ccache": "compile with CC='ccache gcc' (only when ccache is installed)",
+        "option_code": "TCP option kind of TOA set in toa.h (default 254; other balancers use 200 or 252)",
+        "extraversion": "EXTRAVERSION of the top Makefile, the release's suffix (default -toa; "
+        "write --extraversion=-x)",
+        "min_free_gib": "free disk the build needs, in GiB (default: toa.min_free_gib, 5)",
+        "tree": "build this kernel tree instead of the one 'invoke fetch' unpacked",
+        "workdir": WORKDIR_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def build(
+    c: Context,
+    until: str | None = None,
+    only: str | None = None,
+    jobs: str | None = None,
+    ccache: bool = False,
+    option_code: str | None = None,
+    extraversion: str | None = None,
+    min_free_gib: str | None = None,
+    tree: str | None = None,
+    workdir: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
+    from toa_kernel.build import run_build
+    from toa_kernel.errors import ToaError
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(
+        c,
+        workdir=workdir,
+        jobs=jobs,
+        ccache=True if ccache else None,
+        option_code=option_code,
+        extraversion=extraversion,
+        min_free_gib=min_free_gib,
+    )
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    options: dict[str, Any] = {"until": until, "only": only, "tree": Path(tree) if tree else None}
+    try:
+        if dry:
+            result = run_build(s, console=out, dry_run=True, **options)
+        else:
+            with WorkLock(Workdir(s.workdir)):
+                result = run_build(s, console=out, **options)
+    except ToaError as exc:
+        failed = getattr(exc, "build_result", None)
+        if failed is not None and json:
+            out.emit_json(failed.as_dict())
+        elif failed is not None:
+            out.summary(f"build {failed.build_id}: {failed.status}", failed.summary_rows())
+        raise
+    if json:
+        out.emit_json(result.as_dict())
+        return
+    titles = {"ok": "build {}: ok", "partial": "build {}: stopped as asked (--until/--only)"}
+    title = "build: dry run, nothing changed" if dry else titles.get(result.status, "build {}: {}")
+    out.summary(title.format(result.build_id, result.status), result.summary_rows())
 
 
 # === install-kernel, grub, rollback ==========================================
+
+INSTALL_RELEASE_HELP = "the kernel release to install (default: the one 'invoke build' recorded)"
+
+
+def show_install(out: Console, title: str, report: Any, json: bool) -> None:
+    if json:
+        out.emit_json(report.as_dict())
+    else:
+        out.summary(title, report.rows())
+
+
+@task(
+    help={
+        "release": INSTALL_RELEASE_HELP,
+        "force": "also reinstall over the running kernel's release",
+        "no_initramfs": "install without an initramfs (no installkernel/dracut; must boot without one)",
+        "startup": "how toa is loaded at boot: modules (/etc/sysconfig/modules/toa.modules) or rc.local",
+        "kernel_args": "more kernel arguments for the TOA entry, besides grub/kernel-args (e.g. 'quiet')",
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def install_kernel(
+    c: Context,
+    release: str | None = None,
+    force: bool = False,
+    no_initramfs: bool = False,
+    startup: str | None = None,
+    kernel_args: str | None = None,
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Install the built TOA kernel, make it GRUB's default (nohz=off), load toa at boot and by cron."""
+    from toa_kernel.install import InstallRequest
+    from toa_kernel.install import install_kernel as run_install
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    request = InstallRequest(release=release, force=force, initramfs=not no_initramfs, dry_run=dry)
+    if dry:
+        report = run_install(s, request, out)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            report = run_install(s, request, out)
+    title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
+    show_install(out, title, report, json)
+
+
+@task(
+    help={
+        "release": INSTALL_RELEASE_HELP,
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def grub(
+    c: Context,
+    release: str | None = None,
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
+    from toa_kernel.install import configure_grub
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root)
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    if dry:
+        report = configure_grub(s, release, dry_run=True, console=out)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            report = configure_grub(s, release, console=out)
+    show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
+
+
+@task(
+    help={
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def rollback(
+    c: Context,
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Undo install-kernel: grub.conf as before, boot hooks removed; kernel files stay."""
+    from toa_kernel.rollback import rollback as run_rollback
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root)
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    if dry:
+        report = run_rollback(s, dry_run=True, console=out)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            report = run_rollback(s, console=out)
+    show_install(out, "rollback: dry run, nothing changed" if dry else "rollback: done", report, json)
 
 
 # === verify, serve ===========================================================
 
 
+@task(
+    help={
+        "root": ROOT_HELP,
+        "workdir": WORKDIR_HELP + "; its manifest names the TOA release",
+        "release": "the TOA release that should run (default: the one 'invoke build' recorded)",
+        "facts": "judge the facts in this JSON file instead of the system under --root",
+        "collect": "print the facts as JSON and judge nothing",
+        "checks": "check sets or checks, comma-separated: kernel (default), boot, runtime, hooks, "
+        "or names such as nohz-off,cron",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def verify(
+    c: Context,
+    root: str | None = None,
+    workdir: str | None = None,
+    release: str | None = None,
+    facts: str | None = None,
+    collect: bool = False,
+    checks: str | None = None,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Check after the reboot that TOA works: kernel, nohz=off, module, toa_stats, boot hooks, grub."""
+
+    from toa_kernel import verify as verifying
+
+    s = settings(c, workdir=workdir, root=root)
+    code = verifying.run(
+        s,
+        console(quiet, json or collect),
+        release=release,
+        facts_file=facts,
+        collect=collect,
+        checks=checks,
+        as_json=json,
+    )
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
+        "port": "TCP port to listen on (default 8000; 0 picks a free one)",
+        "bind": "address to listen on (default 0.0.0.0: the balancer must reach it)",
+        "count": "stop after this many requests (default 0: no limit)",
+        "timeout": "stop after this many seconds (default 0: no limit)",
+        "root": ROOT_HELP + "; toa_stats is read from its /proc",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def serve(
+    c: Context,
+    port: int = 8000,
+    bind: str = "0.0.0.0",
+    count: int = 0,
+    timeout: float = 0.0,
+    root: str | None = None,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
+    from toa_kernel import serve as serving
+    from toa_kernel.rootfs import Root
+
+    s = settings(c, root=root)
+    out = console(quiet, json)
+    report = serving.serve(
+        Root.of(s.root), out, bind=bind, port=int(port), count=int(count), timeout=float(timeout)
+    )
+    serving.show(report, out, json)
+
+
 # === lab =====================================================================
+
+
+@task(
+    help={
+        "root": ROOT_HELP + "; its /boot is what the lab boots",
+        "workdir": WORKDIR_HELP + "; artifacts go to WORKDIR/lab/SCENARIO/",
+        "timeout": "seconds one QEMU boot may take (default: toa.lab_timeout)",
+        "scenario": "default: boot /boot as it is; fallback: leave the default entry's kernel out "
+        "of the image, so GRUB's fallback= entry must boot",
+        "release": "the TOA release to expect (default: the one the work directory's manifest records)",
+        "kernel": "a bzImage to boot in place of every kernel (default: Debian's, downloaded once)",
+        "keep": "keep the staging copy of /boot (WORKDIR/lab/SCENARIO/stage)",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def lab(
+    c: Context,
+    root: str | None = None,
+    workdir: str | None = None,
+    timeout: str | None = None,
+    scenario: str = "default",
+    release: str | None = None,
+    kernel: str | None = None,
+    keep: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Boot ROOT's /boot with the real GRUB legacy under QEMU: which entry boots, with which command line."""
+
+    from toa_kernel.lab.run import lab_for_settings
+
+    s = settings(c, root=root, workdir=workdir, lab_timeout=timeout)
+    out = console(quiet, json)
+    result = lab_for_settings(
+        s,
+        scenario=scenario,
+        release=release,
+        kernel=Path(kernel) if kernel else None,
+        keep_stage=keep,
+        say=out.say,
+    )
+    if json:
+        out.emit_json(result.as_dict())
+    else:
+        for line in result.judged.table():
+            print(line, file=out.out, flush=True)
+        out.summary(f"lab ({scenario}): {result.verdict}", result.summary_rows())
+    if not result.ok:
+        raise Exit(code=1)
 
 
 # === build-module, install-module, rollback-module ===========================
 
+RELEASE_HELP = "kernel release to build/install for, as 'uname -r' prints it (default: the running kernel)"
+
+
+@task(
+    help={
+        "release": RELEASE_HELP,
+        "src": "build from this local checkout of the module (its Makefile, or src/Makefile)",
+        "tarball": "module tarball already on this machine (offline hosts) instead of downloading",
+        "url": "module tarball URL ({branch} is filled in; default: toa.module_url)",
+        "sha256": "expected sha256 of the module tarball; a mismatch stops the build",
+        "nat64": "build the IPv6/NAT64 variant (branch IPv6)",
+        "branch": "branch of the module repository (default: toa.module_branch, 'master')",
+        "install_deps": "install missing gcc, make and kernel development files with the package manager",
+        "force": "download and build again even when an up-to-date build exists",
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def build_module(
+    c: Context,
+    release: str | None = None,
+    src: str | None = None,
+    tarball: str | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+    nat64: bool = False,
+    branch: str | None = None,
+    install_deps: bool = False,
+    force: bool = False,
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
+    from toa_kernel.module import SourceRequest
+    from toa_kernel.module import build_module as run_build
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root)
+    out = console(quiet, json)
+    request = SourceRequest(
+        src=Path(src) if src else None,
+        tarball=Path(tarball) if tarball else None,
+        url=url,
+        sha256=(sha256 or "").strip().lower(),
+        branch=branch,
+        nat64=nat64,
+    )
+    dry = is_dry(c, dry_run)
+    options = {"release": release, "install_deps": install_deps, "force": force}
+    if dry:
+        result = run_build(s, request, out, dry_run=True, **options)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            result = run_build(s, request, out, **options)
+    if json:
+        out.emit_json(result)
+        return
+    source = result.get("source")
+    if isinstance(source, dict):
+        source = source.get("src") or source.get("url")
+    rows = [("release", result.get("release")), ("source", source)]
+    if not dry:
+        rows += [(key, result.get(key)) for key in ("ko", "vermagic", "log")]
+    out.summary("build-module: dry run, nothing built" if dry else "build-module: done", rows)
+
+
+@task(
+    help={
+        "release": RELEASE_HELP,
+        "ko": "install this .ko instead of the one build-module recorded (e.g. built in a container)",
+        "startup": "how to load it at boot: auto (from the distribution), modules, systemd or none",
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def install_module(
+    c: Context,
+    release: str | None = None,
+    ko: str | None = None,
+    startup: str = "auto",
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Kernels 3.0+: install toa.ko under /lib/modules/R/extra, depmod, load it now and at boot."""
+    from toa_kernel.module import install_module as run_install
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root)
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    ko_path = Path(ko) if ko else None
+    if dry:
+        result = run_install(s, out, release=release, ko=ko_path, startup=startup, dry_run=True)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            result = run_install(s, out, release=release, ko=ko_path, startup=startup)
+    if json:
+        out.emit_json(result)
+        return
+    loaded = {True: "yes", False: "no", None: "not checked (not the running kernel of this root)"}
+    out.summary(
+        "install-module: dry run, nothing changed" if dry else "install-module: done",
+        [
+            ("release", result["release"]),
+            ("module", f"{result['module']} ({result['vermagic']})"),
+            ("root", result["root"]),
+            ("at boot", f"{result['startup']}: {', '.join(result['boot_files']) or 'nothing'}"),
+            ("loaded", loaded[result["loaded"]]),
+            ("changes", len(result["changes"]) or "none (already installed)"),
+        ],
+    )
+
+
+@task(help={"workdir": WORKDIR_HELP, "root": ROOT_HELP, "dry_run": DRY_RUN_HELP, "quiet": QUIET_HELP})
+@reports_errors
+def rollback_module(
+    c: Context,
+    workdir: str | None = None,
+    root: str | None = None,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Kernels 3.0+: remove what install-module added (module file, boot files), unload it."""
+    from toa_kernel.module import rollback_module as run_rollback
+    from toa_kernel.state import Workdir, WorkLock
+
+    s = settings(c, workdir=workdir, root=root)
+    out = console(quiet)
+    dry = is_dry(c, dry_run)
+    if dry:
+        done = run_rollback(s, out, dry_run=True)
+    else:
+        with WorkLock(Workdir(s.workdir)):
+            done = run_rollback(s, out)
+    title = "rollback-module: dry run, nothing changed" if dry else "rollback-module: done"
+    out.summary(title, [("changes", len(done) or "none")])
+
+
 
 # === demo ====================================================================
+
+
+@task(
+    help={
+        "workdir": "where the demo puts its served tarball, work directory and sandbox root (WORKDIR/demo)",
+        "lab": "end with the boot lab when its packages are installed (default: yes; --no-lab skips it)",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def demo(
+    c: Context, workdir: str | None = None, lab: bool = True, json: bool = False, quiet: bool = False
+) -> None:
+    """Run fetch -> build -> install-kernel -> lab on the sample tree into a sandbox root."""
+    from toa_kernel.demo import run_demo
+
+    s = settings(c)
+    base = Path(workdir) if workdir else Path(s.workdir) / "demo"
+    out = console(quiet, json)
+    result = run_demo(s, base, out, lab=lab)
+    if json:
+        out.emit_json({"ok": result.ok, "where": {k: str(v) for k, v in result.rows}})
+    else:
+        out.summary("demo: where everything went (the sample tree is not a kernel)", result.rows)
+    if not result.ok:
+        raise Exit(code=1)
 
 
 __all__ = [

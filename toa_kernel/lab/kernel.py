@@ -1,0 +1,125 @@
+"""A real bootable x86-64 kernel for the lab, fetched once and cached.
+
+The 2.6.32 kernels a CentOS 6 ``/boot`` names cannot run here, so in the lab
+image every kernel file is replaced by Debian's current kernel: the package
+``linux-image-amd64`` depends on, fetched with ``apt-get download`` and opened
+with ``dpkg-deb --fsys-tarfile | tar -x``, keeping only ``./boot/vmlinuz-*``.
+Nothing is installed on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..errors import EnvironmentFailure, UserError
+from .tools import program
+
+META_PACKAGE = "linux-image-amd64"
+DEPENDS_RE = re.compile(r"^\s*Depends:\s*(?P<name>linux-image-[^\s<>]+)", re.MULTILINE)
+
+
+def is_bzimage(path: Path) -> bool:
+    """True when ``path`` is a Linux x86 boot image (libmagic's verdict)."""
+    import magic
+
+    return "Linux kernel x86 boot executable" in magic.from_file(str(path))
+
+
+def cached_kernel(cache: Path) -> Path | None:
+    """The kernel already in the cache, if any."""
+    found = sorted(Path(cache).glob("vmlinuz-*"))
+    return found[-1] if found else None
+
+
+def kernel_package(meta: str = META_PACKAGE) -> str:
+    """The versioned kernel package the meta package depends on."""
+    result = subprocess.run(
+        [program("apt-cache"), "depends", meta], capture_output=True, text=True, check=False
+    )
+    match = DEPENDS_RE.search(result.stdout)
+    if result.returncode != 0 or not match:
+        why = result.stderr.strip() or "no Depends line"
+        raise EnvironmentFailure(
+            f"apt does not know which kernel package {meta} depends on ({why})",
+            "run 'apt-get update' (the lab downloads a kernel from Debian's mirrors), or pass --kernel FILE",
+        )
+    return match.group("name")
+
+
+def download_command(package: str) -> list[str]:
+    """``apt-get download PACKAGE`` (quiet about its sandbox user when run as root)."""
+    command = [program("apt-get"), "download", "-q"]
+    if os.geteuid() == 0:
+        command += ["-o", "APT::Sandbox::User=root"]
+    return [*command, package]
+
+
+def download_package(package: str, directory: Path) -> Path:
+    """Download ``package``'s .deb into ``directory``; return its path."""
+    result = subprocess.run(download_command(package), cwd=directory, capture_output=True, text=True)
+    debs = sorted(directory.glob("*.deb"))
+    if result.returncode != 0 or not debs:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise EnvironmentFailure(
+            f"apt-get download {package} failed:\n{tail}",
+            "check the network to Debian's mirrors and 'apt-get update', or pass --kernel FILE",
+        )
+    return debs[0]
+
+
+def extract_vmlinuz(deb: Path, directory: Path) -> Path:
+    """Extract only ``./boot/vmlinuz-*`` from ``deb`` into ``directory``."""
+    unpack = subprocess.Popen([program("dpkg-deb"), "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    tar = subprocess.run(
+        ["tar", "-x", "-C", str(directory), "--wildcards", "./boot/vmlinuz-*"],
+        stdin=unpack.stdout,
+        capture_output=True,
+        text=True,
+    )
+    assert unpack.stdout is not None
+    unpack.stdout.close()
+    unpacked = unpack.wait()
+    found = sorted((directory / "boot").glob("vmlinuz-*"))
+    if unpacked != 0 or tar.returncode != 0 or not found:
+        raise EnvironmentFailure(
+            f"no ./boot/vmlinuz-* could be extracted from {deb.name} ({tar.stderr.strip()})",
+            "remove the lab's kernel cache and run again",
+        )
+    return found[0]
+
+
+def fetch_kernel(cache: Path, say: Callable[[str], None] = print) -> Path:
+    """A cached real kernel; download and extract it on first use."""
+    cache = Path(cache)
+    existing = cached_kernel(cache)
+    if existing:
+        return existing
+    cache.mkdir(parents=True, exist_ok=True)
+    package = kernel_package()
+    say(f"lab: downloading {package} (a real kernel to boot; not installed)")
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as scratch:
+        deb = download_package(package, Path(scratch))
+        vmlinuz = extract_vmlinuz(deb, Path(scratch))
+        target = cache / vmlinuz.name
+        os.replace(vmlinuz, target)
+    return target
+
+
+def chosen_kernel(given: Path | None, cache: Path, say: Callable[[str], None] = print) -> Path:
+    """The kernel the lab boots: ``given`` (checked to be a bzImage) or the cached download."""
+    if given is None:
+        return fetch_kernel(cache, say)
+    path = Path(given)
+    if not path.is_file():
+        raise UserError(f"kernel file {path} does not exist", "pass --kernel with a bzImage (vmlinuz) file")
+    if not is_bzimage(path):
+        raise UserError(
+            f"{path} is not a Linux x86 boot image (bzImage)",
+            "pass a vmlinuz file, e.g. /boot/vmlinuz-$(uname -r) of an x86-64 machine",
+        )
+    return path
