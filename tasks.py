@@ -309,6 +309,7 @@ def rollback(
 
 
 @task(
+    auto_shortflags=False,
     help={
         "root": ROOT_HELP,
         "workdir": WORKDIR_HELP + "; its manifest names the TOA release",
@@ -316,7 +317,7 @@ def rollback(
         "facts": "judge the facts in this JSON file instead of the system under --root",
         "collect": "print the facts as JSON and judge nothing",
         "checks": "check sets or checks, comma-separated: kernel (default), boot, runtime, hooks, "
-        "or names such as nohz-off,cron",
+        "module (kernels 3.0+, chosen by itself there), or names such as nohz-off,cron",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     }

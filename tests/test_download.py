@@ -6,11 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import requests
+from fetch_support import small_tmpfs
 from httpfaults import fault_server
 
 from toa_kernel.archive import identify
@@ -194,20 +194,6 @@ def test_file_url_is_copied_and_hashed(payload, dest):
 def test_missing_local_file_is_a_user_error(tmp_path, dest):
     with pytest.raises(UserError, match="does not exist"):
         downloader().fetch((tmp_path / "nope.tar.gz").as_uri(), dest)
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "64k"):
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def test_disk_full_is_reported_and_the_partial_file_removed(payload, tmp_path):

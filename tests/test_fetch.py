@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fetch_support import small_tmpfs
 from httpfaults import fault_server
-from test_download import small_tmpfs
 
 from toa_kernel.archive import Damaged
 from toa_kernel.console import Console

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checks import Expectation, Result, Status, overall, run_checks, select
+from .checks import Check, Expectation, Result, Status, overall, run_checks, select
 from .console import Console
 from .errors import UserError
 from .facts import SCHEMA_VERSION, Facts, gather
 from .factsfile import load_facts
+from .module_checks import applies, gather_module_mode, module_mode_checks
 from .rootfs import Root
 from .settings import Settings
 from .state import Workdir
@@ -25,6 +26,7 @@ from .state import Workdir
 REQUIRED_KERNEL_ARGS = ("nohz=off",)
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 EXIT_FAILED = 1
+MODULE_SET = "module"
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,11 @@ def obtain_facts(
     return gather(Root.of(settings.root), release=release)
 
 
-def judge(facts: Facts, expect: Expectation, checks: str | None = None) -> Report:
+def judge(
+    facts: Facts, expect: Expectation, checks: str | None = None, selected: list[Check] | None = None
+) -> Report:
     """Run the selected checks; an error when none of them could be judged."""
-    selected = select(checks)
+    selected = selected if selected is not None else select(checks)
     results = run_checks(selected, facts, expect)
     if all(result.status is Status.NA for result in results):
         raise UserError(
@@ -158,6 +162,23 @@ def run(
     if collect:
         console.emit_json(facts.to_dict())
         return 0
-    report = judge(facts, expect, checks)
+    report = judge(facts, expect, checks, module_mode(settings, facts, facts_file, checks))
     show(report, console, as_json)
     return report.exit_code
+
+
+def module_mode(
+    settings: Settings, facts: Facts, facts_file: str | Path | None, checks: str | None
+) -> list[Check] | None:
+    """The module-mode checks (kernels 3.0+, out-of-tree toa.ko) when they apply.
+
+    ``--checks module`` asks for them; without ``--checks`` they replace the
+    kernel checks when the running kernel is 3.0 or later or an ``extra/toa.ko``
+    is installed. A facts file carries no module facts: those checks say n/a.
+    """
+    if checks not in (None, "", MODULE_SET):
+        return None
+    mode = None if facts_file else gather_module_mode(Root.of(settings.root), facts.release)
+    if checks == MODULE_SET or (mode is not None and applies(facts, mode)):
+        return module_mode_checks(mode)
+    return None
