@@ -7,6 +7,7 @@ flags), calls one function of the ``toa_kernel`` package and prints the result.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from invoke.exceptions import Exit
 from toa_kernel.cli import is_dry, reports_errors, settings_for
 from toa_kernel.console import Console
 from toa_kernel.settings import Settings
+from toa_kernel.state import Workdir, WorkLock
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -34,6 +36,11 @@ def settings(c: Context, **flags: Any) -> Settings:
 
 def console(quiet: bool = False, json: bool = False) -> Console:
     return Console(quiet=quiet, json_mode=json)
+
+
+def locked_unless_dry(s: Settings, dry: bool, out: Console) -> AbstractContextManager[object]:
+    """The work-directory lock for a run that changes things (a dry run changes nothing)."""
+    return nullcontext() if dry else WorkLock(Workdir(s.workdir), echo=out.say)
 
 
 # === fetch ===================================================================
@@ -69,17 +76,13 @@ def fetch(
 ) -> None:
     """Download the kernel source (resume, retries, sha256, content check) and unpack it safely."""
     from toa_kernel.fetch import fetch_source
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, url=url, sha256=sha256, workdir=workdir, mirrors=tuple(mirror) if mirror else None)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     source = Path(tarball) if tarball else None
-    if dry:
-        result = fetch_source(s, tarball=source, force=force, dry_run=True, console=out)
-    else:
-        with WorkLock(Workdir(s.workdir), echo=out.say):
-            result = fetch_source(s, tarball=source, force=force, console=out)
+    with locked_unless_dry(s, dry, out):
+        result = fetch_source(s, tarball=source, force=force, dry_run=dry, console=out)
     if json:
         out.emit_json(result.as_dict())
         return
@@ -144,7 +147,6 @@ def build(
     """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
     from toa_kernel.build import run_build
     from toa_kernel.errors import ToaError
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(
         c,
@@ -159,11 +161,8 @@ def build(
     dry = is_dry(c, dry_run)
     options: dict[str, Any] = {"until": until, "only": only, "tree": Path(tree) if tree else None}
     try:
-        if dry:
-            result = run_build(s, console=out, dry_run=True, **options)
-        else:
-            with WorkLock(Workdir(s.workdir)):
-                result = run_build(s, console=out, **options)
+        with locked_unless_dry(s, dry, out):
+            result = run_build(s, console=out, dry_run=dry, **options)
     except ToaError as exc:
         failed = getattr(exc, "build_result", None)
         if failed is not None and json:
@@ -222,17 +221,13 @@ def install_kernel(
     """Install the built TOA kernel, make it GRUB's default (nohz=off), load toa at boot and by cron."""
     from toa_kernel.install import InstallRequest
     from toa_kernel.install import install_kernel as run_install
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     request = InstallRequest(release=release, force=force, initramfs=not no_initramfs, dry_run=dry)
-    if dry:
+    with locked_unless_dry(s, dry, out):
         report = run_install(s, request, out)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            report = run_install(s, request, out)
     title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
     show_install(out, title, report, json)
 
@@ -259,16 +254,12 @@ def grub(
 ) -> None:
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
     from toa_kernel.install import configure_grub
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    if dry:
-        report = configure_grub(s, release, dry_run=True, console=out)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            report = configure_grub(s, release, console=out)
+    with locked_unless_dry(s, dry, out):
+        report = configure_grub(s, release, dry_run=dry, console=out)
     show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
 
 
@@ -292,16 +283,12 @@ def rollback(
 ) -> None:
     """Undo install-kernel: grub.conf as before, boot hooks removed; kernel files stay."""
     from toa_kernel.rollback import rollback as run_rollback
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    if dry:
-        report = run_rollback(s, dry_run=True, console=out)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            report = run_rollback(s, console=out)
+    with locked_unless_dry(s, dry, out):
+        report = run_rollback(s, dry_run=dry, console=out)
     show_install(out, "rollback: dry run, nothing changed" if dry else "rollback: done", report, json)
 
 
@@ -320,7 +307,7 @@ def rollback(
         "module (kernels 3.0+, chosen by itself there), or names such as nohz-off,cron",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
-    }
+    },
 )
 @reports_errors
 def verify(
@@ -484,7 +471,6 @@ def build_module(
     """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
     from toa_kernel.module import SourceRequest
     from toa_kernel.module import build_module as run_build
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
@@ -498,11 +484,8 @@ def build_module(
     )
     dry = is_dry(c, dry_run)
     options = {"release": release, "install_deps": install_deps, "force": force}
-    if dry:
-        result = run_build(s, request, out, dry_run=True, **options)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            result = run_build(s, request, out, **options)
+    with locked_unless_dry(s, dry, out):
+        result = run_build(s, request, out, dry_run=dry, **options)
     if json:
         out.emit_json(result)
         return
@@ -541,17 +524,13 @@ def install_module(
 ) -> None:
     """Kernels 3.0+: install toa.ko under /lib/modules/R/extra, depmod, load it now and at boot."""
     from toa_kernel.module import install_module as run_install
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     ko_path = Path(ko) if ko else None
-    if dry:
-        result = run_install(s, out, release=release, ko=ko_path, startup=startup, dry_run=True)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            result = run_install(s, out, release=release, ko=ko_path, startup=startup)
+    with locked_unless_dry(s, dry, out):
+        result = run_install(s, out, release=release, ko=ko_path, startup=startup, dry_run=dry)
     if json:
         out.emit_json(result)
         return
@@ -580,19 +559,14 @@ def rollback_module(
 ) -> None:
     """Kernels 3.0+: remove what install-module added (module file, boot files), unload it."""
     from toa_kernel.module import rollback_module as run_rollback
-    from toa_kernel.state import Workdir, WorkLock
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet)
     dry = is_dry(c, dry_run)
-    if dry:
-        done = run_rollback(s, out, dry_run=True)
-    else:
-        with WorkLock(Workdir(s.workdir)):
-            done = run_rollback(s, out)
+    with locked_unless_dry(s, dry, out):
+        done = run_rollback(s, out, dry_run=dry)
     title = "rollback-module: dry run, nothing changed" if dry else "rollback-module: done"
     out.summary(title, [("changes", len(done) or "none")])
-
 
 
 # === demo ====================================================================
@@ -623,15 +597,3 @@ def demo(
         out.summary("demo: where everything went (the sample tree is not a kernel)", result.rows)
     if not result.ok:
         raise Exit(code=1)
-
-
-__all__ = [
-    "DRY_RUN_HELP",
-    "JSON_HELP",
-    "QUIET_HELP",
-    "ROOT_HELP",
-    "WORKDIR_HELP",
-    "is_dry",
-    "reports_errors",
-    "task",
-]
