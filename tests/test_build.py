@@ -177,6 +177,7 @@ def test_dry_run_prints_every_edit_and_changes_nothing(tmp_path):
     assert result.release == "2.6.32-toa"  # from the read-only 'make -s kernelversion'
 
 
+@pytest.mark.slow
 @needs_tools
 def test_invoke_dry_build_changes_nothing(tmp_path):
     settings = build_settings(tmp_path)
@@ -383,6 +384,7 @@ def test_ccache_is_used_when_asked(tmp_path, monkeypatch):
 # --- make runs in its own process group and stops on Ctrl-C -----------------------------
 
 
+@pytest.mark.slow
 @needs_tools
 def test_ctrl_c_stops_make_and_its_children(tmp_path):
     (tmp_path / "Makefile").write_text(
@@ -432,6 +434,7 @@ def test_kconfig_target_follows_what_the_tree_has(tmp_path):
     assert kbuild.kconfig_target(tmp_path) == "olddefconfig"
 
 
+@pytest.mark.slow
 @needs_tools
 def test_kernelrelease_is_regenerated_not_guessed(tmp_path):
     tree = fetched_tree(build_settings(tmp_path))

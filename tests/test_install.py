@@ -67,6 +67,7 @@ def problems_of(error: ToaError) -> str:
 # --- a full install --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_install_puts_kernel_modules_hooks_and_default_entry_in_the_root(sandbox):
     host_boot = sorted(os.listdir("/boot")) if os.path.isdir("/boot") else None
     original = sandbox.path(GRUB).read_text()
@@ -95,6 +96,7 @@ def test_install_puts_kernel_modules_hooks_and_default_entry_in_the_root(sandbox
     assert (sorted(os.listdir("/boot")) if os.path.isdir("/boot") else None) == host_boot
 
 
+@pytest.mark.slow
 def test_second_install_changes_nothing(sandbox):
     sandbox.install()
     before = snapshot(sandbox.root.base)
@@ -116,6 +118,7 @@ def test_dry_run_prints_commands_and_diffs_and_writes_nothing(sandbox):
     assert report.dry_run and len(report.changes) == 5
 
 
+@pytest.mark.slow
 def test_without_installkernel_the_kernel_is_copied_and_an_entry_added(tmp_path, build_section):
     sandbox = Sandbox(tmp_path, build_section, installkernel=False)
     error = unchanged(sandbox, sandbox.install)
@@ -129,12 +132,14 @@ def test_without_installkernel_the_kernel_is_copied_and_an_entry_added(tmp_path,
     assert sandbox.install(initramfs=False).changes == []
 
 
+@pytest.mark.slow
 def test_one_partition_root_gets_boot_relative_paths(tmp_path, build_section):
     sandbox = Sandbox(tmp_path, build_section, separate_boot=False, installkernel=False)
     sandbox.install(initramfs=False)
     assert sandbox.grub_config().entries[0].kernel == f"/boot/vmlinuz-{sandbox.release}"
 
 
+@pytest.mark.slow
 def test_rc_local_startup_and_extra_kernel_arguments(sandbox):
     sandbox.install(startup="rc.local", kernel_args="elevator=deadline")
     assert "toa-kernel" in sandbox.path("/etc/rc.d/rc.local").read_text()
@@ -143,6 +148,7 @@ def test_rc_local_startup_and_extra_kernel_arguments(sandbox):
     assert args[-2:] == ["nohz=off", "elevator=deadline"]
 
 
+@pytest.mark.slow
 def test_modules_dep_without_toa_is_repaired_with_depmod(sandbox, tmp_path):
     sandbox.install()
     files = KernelFiles(sandbox.root, sandbox.release)
@@ -176,6 +182,7 @@ def test_missing_artifact(sandbox, build_section, tmp_path):
     assert "missing" in unchanged(sandbox, sandbox.install).message
 
 
+@pytest.mark.slow
 def test_running_kernel_needs_force(sandbox):
     sandbox.path("/proc/sys/kernel/osrelease").write_text(sandbox.release + "\n")
     error = unchanged(sandbox, sandbox.install)
@@ -245,6 +252,7 @@ def test_live_root_needs_root_privileges():
     assert not preflight.privileges(Root(Path("/tmp")), euid=1000)
 
 
+@pytest.mark.slow
 def test_an_install_recorded_for_another_root_must_be_rolled_back_first(sandbox, tmp_path, build_section):
     sandbox.install()
     other = Sandbox(tmp_path / "other", build_section)

@@ -29,6 +29,7 @@ def roll_back(sandbox: Sandbox, **options: object):
     return rollback(sandbox.settings, console=Console(stream=sandbox.output), **options)
 
 
+@pytest.mark.slow
 def test_rollback_restores_grub_conf_removes_hooks_and_keeps_the_kernel(sandbox):
     original = sandbox.path(GRUB).read_bytes()
     sandbox.install()
@@ -46,6 +47,7 @@ def test_rollback_restores_grub_conf_removes_hooks_and_keeps_the_kernel(sandbox)
     assert "install" not in manifest and manifest["rollback"]["release"] == sandbox.release
 
 
+@pytest.mark.slow
 def test_second_rollback_changes_nothing(sandbox):
     sandbox.install()
     roll_back(sandbox)
@@ -54,6 +56,7 @@ def test_second_rollback_changes_nothing(sandbox):
     assert snapshot(sandbox.root.base) == before
 
 
+@pytest.mark.slow
 def test_dry_run_rollback_prints_the_diff_and_changes_nothing(sandbox):
     sandbox.install()
     before = snapshot(sandbox.root.base)
@@ -66,6 +69,7 @@ def test_dry_run_rollback_prints_the_diff_and_changes_nothing(sandbox):
     assert len(report.changes) == 3
 
 
+@pytest.mark.slow
 def test_a_grub_conf_changed_since_the_install_only_gets_default_pointed_back(sandbox):
     sandbox.install()
     grub = sandbox.path(GRUB)
@@ -84,6 +88,7 @@ def test_a_grub_conf_changed_since_the_install_only_gets_default_pointed_back(sa
     assert any("pointing default= back" in note for note in report.notes)
 
 
+@pytest.mark.slow
 def test_rc_local_line_is_removed(sandbox):
     original = sandbox.path("/etc/rc.d/rc.local").read_text()
     sandbox.install(startup="rc.local")
@@ -91,6 +96,7 @@ def test_rc_local_line_is_removed(sandbox):
     assert sandbox.path("/etc/rc.d/rc.local").read_text() == original
 
 
+@pytest.mark.slow
 def test_rollback_into_another_root_than_recorded_is_refused(sandbox, tmp_path, build_section):
     sandbox.install()
     other = Sandbox(tmp_path / "other", build_section)
@@ -102,6 +108,7 @@ def test_rollback_into_another_root_than_recorded_is_refused(sandbox, tmp_path, 
     assert snapshot(other.root.base) == before
 
 
+@pytest.mark.slow
 def test_without_a_record_only_marked_hooks_go(sandbox):
     sandbox.install()
     sandbox.workdir.update_manifest("install", None)
@@ -112,6 +119,7 @@ def test_without_a_record_only_marked_hooks_go(sandbox):
     assert any("no install is recorded" in note for note in report.notes)
 
 
+@pytest.mark.slow
 def test_a_lost_backup_falls_back_to_pointing_default_back(sandbox):
     sandbox.install()
     record = sandbox.workdir.section("install")

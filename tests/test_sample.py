@@ -255,6 +255,7 @@ def test_kernelrelease_fails_on_a_fresh_tree(tree: Path):
     assert "kernelrelease not valid - run 'make prepare' to update it" in result.out
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_kernelrelease_keeps_the_old_value_until_the_release_file_is_regenerated(tree: Path):
     ok(tree, "include/config/kernel.release")
@@ -266,6 +267,7 @@ def test_kernelrelease_keeps_the_old_value_until_the_release_file_is_regenerated
     assert ok(tree, "-s", "kernelrelease") == "2.6.32-toa\n"
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_prepare_regenerates_the_release_with_localversion(tree: Path):
     set_extraversion(tree, "-toa")
@@ -464,6 +466,7 @@ def test_install_without_installkernel_copies_and_keeps_the_previous_files(built
     assert stat.S_ISREG((boot / "System.map").stat().st_mode)
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_install_before_make_says_to_run_make_first(tree: Path, tmp_path: Path):
     ok(tree, "include/config/kernel.release")
@@ -476,6 +479,7 @@ def test_install_before_make_says_to_run_make_first(tree: Path, tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [TREE_NAME]
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_mrproper_leaves_the_shipped_files_but_the_config(tmp_path: Path):
     tree = write_sample_tree(tmp_path)
