@@ -24,6 +24,7 @@ from .fetch import fetch_source
 from .install import InstallRequest, install_kernel
 from .layout import TARBALL_NAME
 from .loopback import serve_directory
+from .rootfs import Root
 from .sample import pack_sample_tarball
 from .sandbox import centos6_root
 from .settings import Settings
@@ -89,8 +90,9 @@ def pipeline(settings: Settings, console: Console, result: DemoResult, lab: bool
     result.add("build log", built.log)
     console.say("demo: == install-kernel ==")
     installed = install_kernel(settings, InstallRequest(), console)
-    result.add("grub.conf", installed.grub_conf)
-    result.add("grub.conf backup", installed.grub_backup)
+    root = Root.of(settings.root)
+    for label, path in (("grub.conf", installed.grub_conf), ("grub.conf backup", installed.grub_backup)):
+        result.add(label, root.path(path) if path else None)
     result.add("boot hooks", ", ".join(installed.hooks))
     console.say("demo: == verify --checks hooks (the sandbox has not rebooted) ==")
     from .verify import run as verify
