@@ -3,15 +3,10 @@ installed kernel headers, a real HTTP server, tarballs shaped like elb-toa's."""
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import io
 import shutil
 import tarfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from toa_kernel.modbuild import headers_release
@@ -104,26 +99,6 @@ def pack_like_elb_toa(dest: Path, branch: str = "master") -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(gzip.compress(buffer.getvalue()))
     return dest
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def http_server(directory: Path) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
-    handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def stub_bin(directory: Path, root: Path, release: str) -> Path:

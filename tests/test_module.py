@@ -19,7 +19,6 @@ import pytest
 from module_support import (
     HELLO_SRC,
     copy_source,
-    http_server,
     installed_headers,
     make_root,
     pack_like_elb_toa,
@@ -31,6 +30,7 @@ from toa_kernel.console import Console
 from toa_kernel.distro import Distro, detect_distro, headers_command
 from toa_kernel.errors import EnvironmentFailure, ToolMissing, UserError
 from toa_kernel.facts import gather
+from toa_kernel.loopback import serve_directory
 from toa_kernel.modboot import boot_style, loader_script
 from toa_kernel.modbuild import (
     KbuildFacts,
@@ -355,8 +355,8 @@ def test_build_from_a_tarball_over_http_with_a_sha256_pin(tmp_path):
 
     tarball = pack_like_elb_toa(tmp_path / "served" / "master.tar.gz")
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    with http_server(tmp_path / "served") as base:
-        url = base + "/{branch}.tar.gz"
+    with serve_directory(tmp_path / "served") as base:
+        url = base + "{branch}.tar.gz"
         with pytest.raises(UserError, match="pin says"):
             build_module(
                 settings_for(tmp_path), SourceRequest(url=url, sha256="0" * 64), quiet(), release=HEADERS

@@ -167,12 +167,9 @@ def parse_fragment(text: str, name: str = "fragment") -> dict[str, str | None]:
         line = raw.strip()
         if not line:
             continue
-        assign = ASSIGN_RE.match(line)
-        not_set = NOT_SET_RE.match(line)
-        if assign:
-            values[assign.group(1)] = assign.group(2)
-        elif not_set:
-            values[not_set.group(1)] = None
+        assignment = config_assignment(line)
+        if assignment:
+            values[assignment[0]] = assignment[1]
         elif not line.startswith("#"):
             raise UserError(
                 f"{name}:{number}: {raw!r} is not a kernel config line",
@@ -188,15 +185,16 @@ def config_line(option: str, value: str | None) -> str:
 
 def config_values(text: str) -> dict[str, str | None]:
     """Every option a ``.config`` sets (last line wins, as kconfig reads it)."""
-    values: dict[str, str | None] = {}
-    for line in text.splitlines():
-        assign = ASSIGN_RE.match(line)
-        not_set = NOT_SET_RE.match(line)
-        if assign:
-            values[assign.group(1)] = assign.group(2)
-        elif not_set:
-            values[not_set.group(1)] = None
-    return values
+    return dict(filter(None, map(config_assignment, text.splitlines())))
+
+
+def config_assignment(line: str) -> tuple[str, str | None] | None:
+    """``CONFIG_X=v`` -> (CONFIG_X, v); ``# CONFIG_X is not set`` -> (CONFIG_X, None)."""
+    assign = ASSIGN_RE.match(line)
+    if assign:
+        return assign.group(1), assign.group(2)
+    not_set = NOT_SET_RE.match(line)
+    return (not_set.group(1), None) if not_set else None
 
 
 def line_option(line: str) -> str | None:
