@@ -167,6 +167,7 @@ def build(
         failed = getattr(exc, "build_result", None)
         if failed is not None and json:
             out.emit_json(failed.as_dict())
+            exc.reported_as_json = True  # type: ignore[attr-defined]
         elif failed is not None:
             out.summary(f"build {failed.build_id}: {failed.status}", failed.summary_rows())
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -214,3 +215,42 @@ def test_lock_is_reentrant_within_one_process(tmp_path):
         pass
     with WorkLock(workdir):
         pass
+
+
+# --- the command line's error contract --------------------------------------------
+
+
+def run_invoke(project_dir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(project_dir), *args], capture_output=True, text=True
+    )
+
+
+def test_user_error_prints_message_and_fix_without_traceback(project_dir, tmp_path):
+    done = run_invoke(project_dir, "install-kernel", "--workdir", str(tmp_path), "--root", str(tmp_path))
+    assert done.returncode == 2
+    assert "error: no build is recorded" in done.stderr and "fix: run 'invoke fetch build'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_with_json_the_error_is_the_json_document_on_stdout(project_dir, tmp_path):
+    done = run_invoke(
+        project_dir, "install-kernel", "--json", "--workdir", str(tmp_path), "--root", str(tmp_path)
+    )
+    assert done.returncode == 2
+    document = json.loads(done.stdout)
+    assert document["ok"] is False
+    assert document["error"]["message"].startswith("no build is recorded")
+    assert document["error"]["fix"]
+
+
+def test_bad_setting_from_the_environment_is_a_clear_error(project_dir, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(project_dir), "fetch", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INVOKE_TOA_SHA256": "not-a-digest"},
+    )
+    assert done.returncode == 2
+    assert "64 hexadecimal digits" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "downloads").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -26,13 +27,19 @@ def is_dry(c: Context, dry_run: bool) -> bool:
 
 
 def reports_errors(task_function: F) -> F:
-    """Print a ``ToaError`` as message + fix and exit non-zero, without a traceback."""
+    """Print a ``ToaError`` as message + fix and exit non-zero, without a traceback.
+
+    With ``--json`` the error is also the JSON document on stdout, so a machine
+    reading the result sees ``{"ok": false, "error": {...}}`` instead of nothing.
+    """
 
     @functools.wraps(task_function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return task_function(*args, **kwargs)
         except ToaError as exc:
+            if kwargs.get("json") and not getattr(exc, "reported_as_json", False):
+                print(json.dumps({"ok": False, "error": exc.as_dict()}, indent=2), flush=True)
             print(exc.render(), file=sys.stderr, flush=True)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
