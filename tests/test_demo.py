@@ -57,3 +57,16 @@ def test_demo_without_the_lab_says_where_everything_went(project_dir, tmp_path):
     # A second demo starts from scratch and succeeds again.
     again = invoke(project_dir, "demo", "--workdir", str(base), "--no-lab")
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_the_labs_downloaded_kernel_survives_the_demo_starting_over(tmp_path):
+    from toa_kernel.demo import keep_lab_kernel, lab_kernel_cache
+
+    base = tmp_path / "demo"
+    assert keep_lab_kernel(base) is None  # nothing cached yet
+    cache = lab_kernel_cache(base)
+    cache.mkdir(parents=True)
+    (cache / "vmlinuz-6.1.0-test").write_bytes(b"kernel")
+    aside = keep_lab_kernel(base)
+    assert aside is not None and not aside.is_relative_to(base)
+    assert (aside / "vmlinuz-6.1.0-test").read_bytes() == b"kernel"

@@ -61,6 +61,7 @@ def demo_settings(settings: Settings, base: Path, url: str) -> Settings:
 def run_demo(settings: Settings, base: Path, console: Console, *, lab: bool = True) -> DemoResult:
     """Run the demo under ``base`` (emptied first) and return where things went."""
     base = Path(base).resolve()
+    kept_kernel = keep_lab_kernel(base)
     if base.exists():
         shutil.rmtree(base)
     served = base / "served"
@@ -73,8 +74,29 @@ def run_demo(settings: Settings, base: Path, console: Console, *, lab: bool = Tr
         demo = demo_settings(settings, base, f"{url_base.rstrip('/')}/{TARBALL_NAME}")
         console.say(f"demo: serving the sample tarball at {demo.url}")
         with WorkLock(Workdir(demo.workdir).ensure()):
+            if kept_kernel:
+                lab_kernel_cache(base).parent.mkdir(parents=True, exist_ok=True)
+                kept_kernel.rename(lab_kernel_cache(base))
             pipeline(demo, console, result, lab)
     return result
+
+
+def lab_kernel_cache(base: Path) -> Path:
+    """Where the lab caches the real kernel it boots (see ``lab.run.LabPaths``)."""
+    return base / "work" / "lab" / "kernel"
+
+
+def keep_lab_kernel(base: Path) -> Path | None:
+    """Set the lab's downloaded kernel aside while the demo starts over, so a
+    second demo does not download it again."""
+    cache = lab_kernel_cache(base)
+    if not cache.is_dir():
+        return None
+    aside = base.parent / f".{base.name}-lab-kernel"
+    if aside.exists():
+        shutil.rmtree(aside)
+    cache.rename(aside)
+    return aside
 
 
 def pipeline(settings: Settings, console: Console, result: DemoResult, lab: bool) -> None:

@@ -45,8 +45,6 @@ names, variables, messages and failures:
     ``source`` and ``build`` links) and then, as 2.6.32's Makefile does, runs
     ``$(DEPMOD) -ae -F System.map [-b DIR] <R>`` when System.map is readable
     and ``$(DEPMOD)`` (default ``/sbin/depmod``) is executable, else nothing.
-    With a depmod that is not module-init-tools (Debian's kmod) it first
-    prints a warning and sleeps one second, as the real one does.
 ``make install [INSTALL_PATH=DIR]``
     runs ``sh arch/x86/boot/install.sh <R> arch/x86/boot/bzImage System.map
     DIR`` (DIR defaults to /boot), which behaves as 2.6.32's: it execs

@@ -11,9 +11,9 @@ extern const char linux_banner[];
 extern initcall_t __initcall_start[], __initcall_end[];
 void setup_arch(char **cmdline_p);
 
-static char *command_line;
+static char *cmdline;
 
-static void __init do_initcalls(void)
+static void __init run_initcalls(void)
 {
 	initcall_t *call;
 	int ret;
@@ -28,9 +28,9 @@ static void __init do_initcalls(void)
 void __init start_kernel(void)
 {
 	printk("%s", linux_banner);
-	setup_arch(&command_line);
-	printk("Kernel command line: %s\n", command_line);
-	do_initcalls();
+	setup_arch(&cmdline);
+	printk("Kernel command line: %s\n", cmdline);
+	run_initcalls();
 	for (;;)
 		;
 }

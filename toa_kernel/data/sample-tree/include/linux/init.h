@@ -1,6 +1,9 @@
-#ifndef _LINUX_INIT_H
-#define _LINUX_INIT_H
-/* toa-kernel SAMPLE tree: initcalls and module entry points. */
+#ifndef TOA_SAMPLE_INIT_H
+#define TOA_SAMPLE_INIT_H
+/* toa-kernel SAMPLE tree (not a kernel): init and exit functions.
+ * Built in, module_init(f) puts a pointer to f into .initcall6.init (which
+ * start_kernel walks) and module_exit(f) one into .exitcall.exit (dropped);
+ * in a module they name f init_module / cleanup_module. */
 
 #include <linux/compiler.h>
 
@@ -13,33 +16,20 @@ typedef void (*exitcall_t)(void);
 
 #ifndef MODULE
 
-#define __define_initcall(level, fn, id) \
-	static initcall_t __initcall_##fn##id __used \
-	__attribute__((__section__(".initcall" level ".init"))) = fn
+#define module_init(f) \
+	static const initcall_t __sample_init_##f __used \
+		__attribute__((__section__(".initcall6.init"))) = f;
+#define module_exit(f) \
+	static const exitcall_t __sample_exit_##f __used \
+		__attribute__((__section__(".exitcall.exit"))) = f;
 
-#define device_initcall(fn)		__define_initcall("6", fn, 6)
-#define __initcall(fn) device_initcall(fn)
-#define __exitcall(fn) \
-	static exitcall_t __exitcall_##fn __used \
-	__attribute__((__section__(".exitcall.exit"))) = fn
+#else
 
-#define module_init(x)	__initcall(x);
-#define module_exit(x)	__exitcall(x);
-
-#else /* MODULE */
-
-/* Each module must use one module_init(). */
-#define module_init(initfn)					\
-	static inline initcall_t __inittest(void)		\
-	{ return initfn; }					\
-	int init_module(void) __attribute__((alias(#initfn)));
-
-/* This is only required if you want to be unloadable. */
-#define module_exit(exitfn)					\
-	static inline exitcall_t __exittest(void)		\
-	{ return exitfn; }					\
-	void cleanup_module(void) __attribute__((alias(#exitfn)));
+#define module_init(f) \
+	int init_module(void) __attribute__((alias(#f)));
+#define module_exit(f) \
+	void cleanup_module(void) __attribute__((alias(#f)));
 
 #endif
 
-#endif /* _LINUX_INIT_H */
+#endif

@@ -1,5 +1,5 @@
-#ifndef _LINUX_KERNEL_H
-#define _LINUX_KERNEL_H
+#ifndef TOA_SAMPLE_KERNEL_H
+#define TOA_SAMPLE_KERNEL_H
 /* toa-kernel SAMPLE tree */
 
 #include <stdarg.h>
@@ -17,4 +17,4 @@ void *memcpy(void *dest, const void *src, size_t n);
 void *memset(void *s, int c, size_t n);
 size_t strlen(const char *s);
 
-#endif /* _LINUX_KERNEL_H */
+#endif

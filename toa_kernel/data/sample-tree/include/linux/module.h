@@ -1,9 +1,10 @@
-#ifndef _LINUX_MODULE_H
-#define _LINUX_MODULE_H
-/* toa-kernel SAMPLE tree: module information and exported symbols, laid
- * out in the ELF sections the 2.6.32 kernel uses (.modinfo, __ksymtab,
- * __ksymtab_strings, .gnu.linkonce.this_module), so that modinfo, depmod
- * and System.map see them as they see a real module's. */
+#ifndef TOA_SAMPLE_MODULE_H
+#define TOA_SAMPLE_MODULE_H
+/* toa-kernel SAMPLE tree (not a kernel): module information and exported
+ * symbols, in the ELF sections modinfo, depmod and System.map read:
+ *   MODULE_INFO(tag, "v")  a "tag=v" string in .modinfo (modules only)
+ *   EXPORT_SYMBOL(s)       s's address and name in __ksymtab, the name in
+ *                          __ksymtab_strings */
 
 #include <linux/compiler.h>
 #include <linux/stringify.h>
@@ -17,47 +18,41 @@ struct kernel_symbol {
 	const char *name;
 };
 
+/* what scripts/mod/modpost fills in for each module (NAME.mod.c) */
 struct module {
 	char name[MODULE_NAME_LEN];
 	int (*init)(void);
 	void (*exit)(void);
 };
-
 extern struct module __this_module;
-#define THIS_MODULE (&__this_module)
+
+int init_module(void);
+void cleanup_module(void);
+
+#define __sample_join2(a, b)	a##b
+#define __sample_join(a, b)	__sample_join2(a, b)
 
 #ifdef MODULE
-#define ___module_cat(a, b) __mod_ ## a ## b
-#define __module_cat(a, b) ___module_cat(a, b)
-#define __MODULE_INFO(tag, name, info)					  \
-static const char __module_cat(name, __LINE__)[]			  \
-  __used								  \
-  __attribute__((section(".modinfo"), unused, aligned(1))) = __stringify(tag) "=" info
-#else  /* !MODULE */
-#define __MODULE_INFO(tag, name, info)
+#define MODULE_INFO(tag, value) \
+	static const char __sample_join(__modinfo_##tag, __LINE__)[] __used \
+		__attribute__((section(".modinfo"), aligned(1))) = #tag "=" value
+#else
+#define MODULE_INFO(tag, value)
 #endif
 
-#define MODULE_INFO(tag, info) __MODULE_INFO(tag, tag, info)
-#define MODULE_LICENSE(_license) MODULE_INFO(license, _license)
-#define MODULE_AUTHOR(_author) MODULE_INFO(author, _author)
-#define MODULE_DESCRIPTION(_description) MODULE_INFO(description, _description)
-#define MODULE_VERSION(_version) MODULE_INFO(version, _version)
+#define MODULE_LICENSE(text)		MODULE_INFO(license, text)
+#define MODULE_AUTHOR(text)		MODULE_INFO(author, text)
+#define MODULE_DESCRIPTION(text)	MODULE_INFO(description, text)
+#define MODULE_VERSION(text)		MODULE_INFO(version, text)
 
-extern int init_module(void);
-extern void cleanup_module(void);
+#define __sample_export(s, table) \
+	extern typeof(s) s; \
+	static const char __kstrtab_##s[] \
+		__attribute__((section("__ksymtab_strings"), aligned(1))) = #s; \
+	static const struct kernel_symbol __ksymtab_##s __used \
+		__attribute__((section(table))) = { (unsigned long)&s, __kstrtab_##s }
 
-/* For every exported symbol, place a struct in the __ksymtab section */
-#define __EXPORT_SYMBOL(sym, sec)					\
-	extern typeof(sym) sym;						\
-	static const char __kstrtab_##sym[]				\
-	__attribute__((section("__ksymtab_strings"), aligned(1)))	\
-	= #sym;								\
-	static const struct kernel_symbol __ksymtab_##sym		\
-	__used								\
-	__attribute__((section("__ksymtab" sec), unused))		\
-	= { (unsigned long)&sym, __kstrtab_##sym }
+#define EXPORT_SYMBOL(s)	__sample_export(s, "__ksymtab")
+#define EXPORT_SYMBOL_GPL(s)	__sample_export(s, "__ksymtab_gpl")
 
-#define EXPORT_SYMBOL(sym)		__EXPORT_SYMBOL(sym, "")
-#define EXPORT_SYMBOL_GPL(sym)		__EXPORT_SYMBOL(sym, "_gpl")
-
-#endif /* _LINUX_MODULE_H */
+#endif

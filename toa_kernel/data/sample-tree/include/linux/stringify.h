@@ -1,9 +1,9 @@
-#ifndef __LINUX_STRINGIFY_H
-#define __LINUX_STRINGIFY_H
-/* toa-kernel SAMPLE tree: two-level stringification, so that a macro
- * argument is expanded first: __stringify(TCPOPT_TOA) gives "254". */
+#ifndef TOA_SAMPLE_STRINGIFY_H
+#define TOA_SAMPLE_STRINGIFY_H
+/* toa-kernel SAMPLE tree (not a kernel): __stringify(X) is X expanded, then
+ * quoted (through a second macro): __stringify(TCPOPT_TOA) gives "254". */
 
-#define __stringify_1(x...)	#x
-#define __stringify(x...)	__stringify_1(x)
+#define __sample_quote(...)	#__VA_ARGS__
+#define __stringify(...)	__sample_quote(__VA_ARGS__)
 
 #endif

@@ -1,5 +1,5 @@
-#ifndef _LINUX_TYPES_H
-#define _LINUX_TYPES_H
+#ifndef TOA_SAMPLE_TYPES_H
+#define TOA_SAMPLE_TYPES_H
 /* toa-kernel SAMPLE tree: the few types the sample's C files use. */
 
 typedef unsigned char __u8;
@@ -21,4 +21,4 @@ typedef _Bool bool;
 #define true 1
 #define false 0
 
-#endif /* _LINUX_TYPES_H */
+#endif

@@ -81,6 +81,9 @@ struct menu {
 	struct menu *parent, *list, *next, **tail;
 };
 
+/* every entry directly under menu m, in Kconfig order */
+#define for_each_child(c, m) for ((c) = (m)->list; (c); (c) = (c)->next)
+
 static struct symbol *symbols;
 static struct symbol *modules_sym;
 static struct menu rootmenu;
@@ -89,7 +92,7 @@ static int n_kconfig_files;
 static int changed;
 static int warnings;
 static int silent_sync;
-static int valid_stdin = 1;
+static int have_terminal = 1;	/* stdin, stdout and stderr are ttys */
 static int asked;
 
 static const char *cur_file;
@@ -116,13 +119,13 @@ static char *xstrdup(const char *s)
 
 static void zconf_error(const char *fmt, ...)
 {
-	va_list ap;
+	char text[512];
+	va_list args;
 
-	fprintf(stderr, "%s:%d: ", cur_file, cur_line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
+	va_start(args, fmt);
+	vsnprintf(text, sizeof(text), fmt, args);
+	va_end(args);
+	fprintf(stderr, "%s:%d: %s\n", cur_file, cur_line, text);
 	exit(1);
 }
 
@@ -406,7 +409,7 @@ static void sym_calc(struct symbol *sym)
 	sym->cur_str = "";
 	if (type == T_BOOL || type == T_TRISTATE) {
 		v = no;
-		if (sym->visible != no) {
+		if (no != sym->visible) {
 			sym->write = 1;
 		}
 		if (sym->visible != no && sym->has_user) {
@@ -568,7 +571,7 @@ static void read_kconfig(const char *name, struct menu *parent, struct expr *dep
 	dstack[0] = dep;
 	is_if[0] = 0;
 
-	while (fgets(line, sizeof(line), in)) {
+	for (; fgets(line, sizeof(line), in); ) {
 		char *w;
 
 		cur_line++;
@@ -711,19 +714,22 @@ static void read_kconfig(const char *name, struct menu *parent, struct expr *dep
 
 /* ---------------------------------------------------------- .config in */
 
-static const char *conf_filename;
-static int conf_lineno;
+static const char *config_name;	/* the .config being read, for warnings */
+static int config_line;
 
-static void conf_warning(const char *fmt, ...)
+/* "FILE:LINE:warning: WHAT ARG" on stderr; any warning makes .config "changed" */
+static void config_warn(const char *what, const char *arg)
 {
-	va_list ap;
-
-	fprintf(stderr, "%s:%d:warning: ", conf_filename, conf_lineno);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
+	fprintf(stderr, "%s:%d:warning: %s%s\n", config_name, config_line, what, arg ? arg : "");
 	warnings++;
+}
+
+static void bad_value(const char *value, struct symbol *sym)
+{
+	char text[300];
+
+	snprintf(text, sizeof(text), "symbol value '%s' invalid for ", value);
+	config_warn(text, sym->name);
 }
 
 static int valid_number(const char *p, int hex)
@@ -756,13 +762,13 @@ static void set_user_value(struct symbol *sym, char *p)
 			sym->has_user = 1;
 			return;
 		}
-		conf_warning("symbol value '%s' invalid for %s", p, sym->name);
+		bad_value(p, sym);
 		return;
 	case T_STRING: {
 		char *o, *s;
 
 		if (*p != '"') {
-			conf_warning("symbol value '%s' invalid for %s", p, sym->name);
+			bad_value(p, sym);
 			return;
 		}
 		for (o = s = ++p; *s && *s != '"'; s++) {
@@ -771,7 +777,7 @@ static void set_user_value(struct symbol *sym, char *p)
 			*o++ = *s;
 		}
 		if (*s != '"') {
-			conf_warning("invalid string found");
+			config_warn("invalid string found", NULL);
 			return;
 		}
 		*o = 0;
@@ -782,7 +788,7 @@ static void set_user_value(struct symbol *sym, char *p)
 	case T_INT:
 	case T_HEX:
 		if (!valid_number(p, sym->type == T_HEX)) {
-			conf_warning("symbol value '%s' invalid for %s", p, sym->name);
+			bad_value(p, sym);
 			return;
 		}
 		sym->user_str = xstrdup(p);
@@ -793,67 +799,65 @@ static void set_user_value(struct symbol *sym, char *p)
 	}
 }
 
+/* The option a .config line sets: "CONFIG_X=value" or "# CONFIG_X is not
+ * set" (value NULL for "not set"). 0 for blank lines and comments, -1 for
+ * anything else. */
+static int parse_config_line(char *line, char **name, char **value)
+{
+	static const char not_set[] = " is not set";
+	size_t len = strlen(line), tail = sizeof(not_set) - 1;
+	char *eq;
+
+	if (!*line)
+		return 0;
+	if (*line == '#') {
+		if (strncmp(line, "# CONFIG_", 9) || len <= 9 + tail || strcmp(line + len - tail, not_set))
+			return 0;
+		line[len - tail] = 0;
+		*name = line + 9;
+		*value = NULL;
+		return 1;
+	}
+	eq = strchr(line, '=');
+	if (strncmp(line, "CONFIG_", 7) || !eq)
+		return -1;
+	*eq = 0;
+	*name = line + 7;
+	*value = eq + 1;
+	return 1;
+}
+
 static int conf_read(const char *name)
 {
 	FILE *in = fopen(name, "r");
-	char line[1024];
+	char buf[1024];
 
 	if (!in)
 		return 1;
-	conf_filename = name;
-	conf_lineno = 0;
-	while (fgets(line, sizeof(line), in)) {
+	config_name = name;
+	for (config_line = 1; fgets(buf, sizeof(buf), in); config_line++) {
 		struct symbol *sym;
-		char *p, *nl;
+		char *option, *value;
+		int kind;
 
-		conf_lineno++;
-		nl = strchr(line, '\n');
-		if (nl) {
-			*nl = 0;
-			if (nl > line && nl[-1] == '\r')
-				nl[-1] = 0;
-		}
-		if (line[0] == '#') {
-			if (strncmp(line + 2, "CONFIG_", 7))
-				continue;
-			p = strchr(line + 9, ' ');
-			if (!p)
-				continue;
-			*p++ = 0;
-			if (strncmp(p, "is not set", 10))
-				continue;
-			sym = sym_find(line + 9);
-			if (!sym || !sym->menu) {
-				changed = 1;	/* unknown option: dropped */
-				continue;
-			}
-			if (sym->has_user)
-				conf_warning("override: reassigning to symbol %s", sym->name);
-			if (sym->type == T_BOOL || sym->type == T_TRISTATE) {
-				sym->user_tri = no;
-				sym->has_user = 1;
-			}
-		} else if (line[0] == 'C') {
-			if (strncmp(line, "CONFIG_", 7)) {
-				conf_warning("unexpected data");
-				continue;
-			}
-			p = strchr(line + 7, '=');
-			if (!p)
-				continue;
-			*p++ = 0;
-			sym = sym_find(line + 7);
-			if (!sym || !sym->menu) {
-				changed = 1;	/* unknown option: dropped */
-				continue;
-			}
-			if (sym->has_user)
-				conf_warning("override: reassigning to symbol %s", sym->name);
-			set_user_value(sym, p);
-		} else if (line[0] == 0) {
+		buf[strcspn(buf, "\r\n")] = 0;
+		kind = parse_config_line(buf, &option, &value);
+		if (kind < 0)
+			config_warn("unexpected data", NULL);
+		if (kind <= 0)
 			continue;
-		} else {
-			conf_warning("unexpected data");
+		sym = sym_find(option);
+		if (!sym || !sym->menu) {
+			changed = 1;	/* an option no Kconfig declares is dropped */
+			continue;
+		}
+		if (sym->has_user)
+			config_warn("override: reassigning to symbol ", sym->name);
+		if (value) {
+			set_user_value(sym, value);
+		} else if (sym->type == T_BOOL || sym->type == T_TRISTATE) {
+			sym->user_tri = no;
+			sym->has_user = 1;
 		}
 	}
 	fclose(in);
@@ -883,9 +887,9 @@ static void conf_check_unsaved(void)
 
 /* ------------------------------------------------------------ asking */
 
-static void check_stdin(void)
+static void need_terminal(void)
 {
-	if (!valid_stdin) {
+	if (!have_terminal) {
 		printf("aborted!\n\n");
 		printf("Console input/output is redirected. ");
 		printf("Run 'make oldconfig' to update configuration.\n\n");
@@ -938,7 +942,7 @@ static void conf_sym(struct symbol *sym)
 			return;
 		}
 		printf("(NEW) ");
-		check_stdin();
+		need_terminal();
 		fflush(stdout);
 		line[0] = '\n';
 		line[1] = 0;
@@ -999,7 +1003,7 @@ static void conf_menu(struct menu *menu)
 	}
 	if (menu->sym)
 		indent += 2;
-	for (child = menu->list; child; child = child->next)
+	for_each_child(child, menu)
 		conf_menu(child);
 	if (menu->sym)
 		indent -= 2;
@@ -1016,7 +1020,7 @@ static struct menu *parent_menu(struct menu *menu)
 static int restarts;
 
 /* Find visible options without a value and ask about them (menu by menu). */
-static void check_conf(struct menu *menu)
+static void ask_missing(struct menu *menu)
 {
 	struct menu *child;
 
@@ -1030,8 +1034,8 @@ static void check_conf(struct menu *menu)
 			conf_menu(parent_menu(menu));
 		}
 	}
-	for (child = menu->list; child; child = child->next)
-		check_conf(child);
+	for_each_child(child, menu)
+		ask_missing(child);
 }
 
 /* ---------------------------------------------------------- writing */
@@ -1073,7 +1077,7 @@ static void write_menu(FILE *out, struct menu *menu)
 			return;
 		fprintf(out, "\n#\n# %s\n#\n", menu->prompt);
 	}
-	for (child = menu->list; child; child = child->next)
+	for_each_child(child, menu)
 		write_menu(out, child);
 }
 
@@ -1166,8 +1170,8 @@ static int conf_write_autoconf(void)
 	fprintf(dep, "$(deps_config): ;\n");
 	fclose(dep);
 
-	out = fopen(".tmpconfig", "w");
-	out_h = fopen(".tmpconfig.h", "w");
+	out = fopen(".tmp-auto.conf", "w");
+	out_h = fopen(".tmp-autoconf.h", "w");
 	if (!out || !out_h)
 		return 1;
 	header(out, "#", "make config", 1);
@@ -1208,28 +1212,28 @@ static int conf_write_autoconf(void)
 	/* autoconf.h keeps its timestamp when its content is unchanged, so that
 	 * re-running kconfig does not recompile everything; auto.conf must be
 	 * rewritten (make compares its timestamp with .config's). */
-	if (replace_if_changed(".tmpconfig.h", "include/linux/autoconf.h", AUTOCONF_HEADER_LINES))
+	if (replace_if_changed(".tmp-autoconf.h", "include/linux/autoconf.h", AUTOCONF_HEADER_LINES))
 		return 1;
-	return rename(".tmpconfig", "include/config/auto.conf");
+	return rename(".tmp-auto.conf", "include/config/auto.conf");
 }
 
 /* --------------------------------------------------------------- main */
 
-int main(int ac, char **av)
+int main(int argc, char **argv)
 {
 	const char *name, *kconfig;
 	struct symbol *s;
 	int opt, mode = 0;
 
-	while ((opt = getopt(ac, av, "so")) != -1)
+	while ((opt = getopt(argc, argv, "so")) != -1)
 		mode = opt;
-	if (!mode || optind >= ac) {
+	if (!mode || optind >= argc) {
 		fprintf(stderr, "usage: %s -s|-o Kconfig  (sample tree kconfig: silentoldconfig, oldconfig)\n",
-			av[0]);
+			argv[0]);
 		return 1;
 	}
 	silent_sync = mode == 's';
-	kconfig = av[optind];
+	kconfig = argv[optind];
 	rootmenu.tail = &rootmenu.list;
 	read_kconfig(kconfig, &rootmenu, NULL);
 	for (s = symbols; s; s = s->next)
@@ -1241,24 +1245,20 @@ int main(int ac, char **av)
 		name = ".config";
 	if (conf_read(name)) {
 		if (silent_sync) {
-			printf("***\n"
-			       "*** You have not yet configured your kernel!\n"
-			       "*** (missing kernel config file \"%s\")\n"
-			       "***\n"
-			       "*** Please run some configurator (e.g. \"make oldconfig\" or\n"
-			       "*** \"make menuconfig\" or \"make xconfig\").\n"
-			       "***\n", name);
+			printf("***\n*** You have not yet configured your kernel! There is no %s.\n"
+			       "*** Write one (e.g. copy a saved configuration there) or run\n"
+			       "*** \"make oldconfig\" to answer every question.\n***\n", name);
 			return 1;
 		}
 		changed = 1;
 	}
 	conf_check_unsaved();
 	if (silent_sync)
-		valid_stdin = isatty(0) && isatty(1) && isatty(2);
+		have_terminal = isatty(0) && isatty(1) && isatty(2);
 
 	do {
 		asked = 0;
-		check_conf(&rootmenu);
+		ask_missing(&rootmenu);
 	} while (asked);
 
 	/* silentoldconfig writes .config only when something changed; oldconfig

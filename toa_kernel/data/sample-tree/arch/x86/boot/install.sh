@@ -21,40 +21,38 @@
 #    map to $4/System.map, then run lilo if there is one.
 #
 
-check_file () {
-	if [ ! -f "$1" ]; then
-		echo ""                                                   1>&2
-		echo " *** Missing file: $1"                              1>&2
-		echo ' *** You need to run "make" before "make install".' 1>&2
-		echo ""                                                   1>&2
+image=$2 map=$3 dir=$4
+
+for file in "$image" "$map"; do
+	if [ ! -f "$file" ]; then
+		printf '\n *** Missing file: %s\n' "$file" >&2
+		printf ' *** You need to run "make" before "make install".\n\n' >&2
 		exit 1
 	fi
+done
+
+# The user's own install script first, then the system's.
+for candidate in "$HOME/bin/${INSTALLKERNEL}" "/sbin/${INSTALLKERNEL}"; do
+	if [ -x "$candidate" ]; then
+		exec "$candidate" "$@"
+	fi
+done
+
+# No installkernel: copy the files, keeping the previous ones.
+keep_old () {
+	if [ -f "$1" ]; then
+		mv "$1" "$2"
+	fi
 }
+keep_old "$dir/vmlinuz" "$dir/vmlinuz.old"
+keep_old "$dir/System.map" "$dir/System.old"
+cat "$image" > "$dir/vmlinuz"
+cp "$map" "$dir/System.map"
 
-check_file "$2"
-check_file "$3"
-
-# A custom install script of the user, then the system's
-if [ -x ~/bin/${INSTALLKERNEL} ]; then exec ~/bin/${INSTALLKERNEL} "$@"; fi
-if [ -x /sbin/${INSTALLKERNEL} ]; then exec /sbin/${INSTALLKERNEL} "$@"; fi
-
-# No installkernel: copy the files, keeping the previous ones
-if [ -f $4/vmlinuz ]; then
-	mv $4/vmlinuz $4/vmlinuz.old
-fi
-
-if [ -f $4/System.map ]; then
-	mv $4/System.map $4/System.old
-fi
-
-cat $2 > $4/vmlinuz
-cp $3 $4/System.map
-
-if [ -x /sbin/lilo ]; then
-	/sbin/lilo
-elif [ -x /etc/lilo/install ]; then
-	/etc/lilo/install
-else
-	sync
-	echo "Cannot find LILO."
-fi
+for loader in /sbin/lilo /etc/lilo/install; do
+	if [ -x "$loader" ]; then
+		exec "$loader"
+	fi
+done
+sync
+echo "Cannot find LILO."

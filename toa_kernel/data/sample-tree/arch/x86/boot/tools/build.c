@@ -1,115 +1,85 @@
 /*
- *  arch/x86/boot/tools/build.c (toa-kernel SAMPLE tree, not a kernel)
+ * toa-kernel SAMPLE tree (not a kernel): joins the boot image.
  *
- *  Usage: build setup.bin system.bin [rootdev] > image
+ *   build SETUP SYSTEM > IMAGE
  *
- *  Writes the boot image: the setup part padded to whole sectors (at least
- *  SETUP_SECT_MIN), with setup_sects, root_dev and syssize filled in, then
- *  the system part. rootdev is CURRENT (the device of /), FLOPPY or empty.
+ * SETUP (the setup header, at least two sectors, boot flag at 510) is padded
+ * with zeros to whole 512-byte sectors, four at least; the number of sectors
+ * after the first goes to offset 0x1f1 and the size of SYSTEM in 16-byte
+ * units to offset 0x1f4. SYSTEM follows as it is.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 
-#define SETUP_SECT_MIN	5
-#define SETUP_SECT_MAX	64
-#define DEFAULT_MAJOR_ROOT 0
-#define DEFAULT_MINOR_ROOT 0
+#define SECTOR		512
+#define MIN_SECTORS	5
+#define MAX_SECTORS	64
 
-static unsigned char buf[SETUP_SECT_MAX * 512];
+static unsigned char setup[MAX_SECTORS * SECTOR];
 
-static void die(const char *msg, const char *arg)
+static void fail(const char *what, const char *name)
 {
-	fprintf(stderr, msg, arg);
-	fputc('\n', stderr);
+	fprintf(stderr, "build: %s %s\n", what, name);
 	exit(1);
 }
 
-static void put16(unsigned char *p, unsigned int v)
+static void store_le(unsigned char *at, unsigned long value, int bytes)
 {
-	p[0] = v & 0xff;
-	p[1] = (v >> 8) & 0xff;
+	while (bytes--) {
+		*at++ = value & 0xff;
+		value >>= 8;
+	}
 }
 
-static void put32(unsigned char *p, unsigned long v)
+static long file_size(FILE *f)
 {
-	put16(p, v & 0xffff);
-	put16(p + 2, (v >> 16) & 0xffff);
+	long size;
+
+	if (fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
+		return -1;
+	return size;
 }
 
 int main(int argc, char **argv)
 {
-	unsigned int major_root = DEFAULT_MAJOR_ROOT, minor_root = DEFAULT_MINOR_ROOT;
-	size_t c, setup_sectors, sys_size = 0, n;
-	char chunk[65536];
-	struct stat sb;
-	FILE *file;
+	FILE *in;
+	size_t used, sectors, n;
+	long system_size;
+	char copy[1 << 16];
 
-	if (argc == 4) {
-		if (!strcmp(argv[3], "CURRENT")) {
-			if (stat("/", &sb))
-				die("Couldn't stat /", "");
-			major_root = major(sb.st_dev);
-			minor_root = minor(sb.st_dev);
-		} else if (strcmp(argv[3], "FLOPPY")) {
-			if (stat(argv[3], &sb))
-				die("Couldn't stat root device %s", argv[3]);
-			major_root = major(sb.st_rdev);
-			minor_root = minor(sb.st_rdev);
-		}
-	} else if (argc != 3) {
-		die("Usage: build setup system [rootdev] [> image]", "");
-	}
-	fprintf(stderr, "Root device is (%u, %u)\n", major_root, minor_root);
+	if (argc != 3)
+		fail("usage: build SETUP SYSTEM >", "IMAGE");
 
-	/* Copy the setup code */
-	file = fopen(argv[1], "rb");
-	if (!file)
-		die("Unable to open `%s'", argv[1]);
-	c = fread(buf, 1, sizeof(buf), file);
-	if (ferror(file))
-		die("read-error on `setup'", "");
-	if (c < 1024)
-		die("The setup must be at least 1024 bytes", "");
-	if (buf[510] != 0x55 || buf[511] != 0xaa)
-		die("Boot block hasn't got boot flag (0xAA55)", "");
-	fclose(file);
+	in = fopen(argv[1], "rb");
+	if (!in)
+		fail("cannot open", argv[1]);
+	used = fread(setup, 1, sizeof(setup), in);
+	if (ferror(in) || used < 2 * SECTOR)
+		fail("too short or unreadable:", argv[1]);
+	if (setup[510] != 0x55 || setup[511] != 0xaa)
+		fail("no 0xAA55 boot flag in", argv[1]);
+	fclose(in);
+	sectors = (used + SECTOR - 1) / SECTOR;
+	if (sectors < MIN_SECTORS)
+		sectors = MIN_SECTORS;
 
-	/* Pad unused space with zeros */
-	setup_sectors = (c + 511) / 512;
-	if (setup_sectors < SETUP_SECT_MIN)
-		setup_sectors = SETUP_SECT_MIN;
-	memset(buf + c, 0, setup_sectors * 512 - c);
+	in = fopen(argv[2], "rb");
+	if (!in || (system_size = file_size(in)) < 0)
+		fail("cannot read", argv[2]);
 
-	/* Set the default root device */
-	put16(&buf[508], (major_root << 8) | minor_root);
+	setup[0x1f1] = sectors - 1;
+	store_le(&setup[0x1f4], (system_size + 15) / 16, 4);
+	fprintf(stderr, "Setup: %zu bytes in %zu sectors; system: %ld kB\n",
+		used, sectors, (system_size + 1023) / 1024);
 
-	fprintf(stderr, "Setup is %zu bytes (padded to %zu bytes).\n", c, setup_sectors * 512);
-
-	/* Open and stat the system file */
-	file = fopen(argv[2], "rb");
-	if (!file)
-		die("Unable to open `%s'", argv[2]);
-	if (fstat(fileno(file), &sb))
-		die("Unable to stat `%s'", argv[2]);
-	sys_size = (sb.st_size + 15) / 16;
-	fprintf(stderr, "System is %lld kB\n", (long long)(sb.st_size + 1023) / 1024);
-
-	/* Patch the setup code with the appropriate size parameters */
-	buf[0x1f1] = setup_sectors - 1;
-	put32(&buf[0x1f4], sys_size);
-
-	if (fwrite(buf, 1, setup_sectors * 512, stdout) != setup_sectors * 512)
-		die("Writing setup failed", "");
-
-	/* Copy the kernel code */
-	while ((n = fread(chunk, 1, sizeof(chunk), file)) > 0)
-		if (fwrite(chunk, 1, n, stdout) != n)
-			die("Writing system failed", "");
-	fclose(file);
+	if (fwrite(setup, SECTOR, sectors, stdout) != sectors)
+		fail("cannot write", "the setup");
+	while ((n = fread(copy, 1, sizeof(copy), in)) > 0)
+		if (fwrite(copy, 1, n, stdout) != n)
+			fail("cannot write", "the system");
+	fclose(in);
 	if (fclose(stdout))
-		die("Writing the image failed", "");
+		fail("cannot write", "the image");
 	return 0;
 }
