@@ -27,3 +27,19 @@ def sample_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def have(*programs: str) -> bool:
     """True when every program is on PATH."""
     return all(shutil.which(p) for p in programs)
+
+
+@pytest.fixture(scope="session")
+def build_section(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The sample tree built once by ``invoke build``'s code: the manifest's build section."""
+    from centos6_root import build_sample
+
+    return build_sample(tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, build_section: dict):
+    """A CentOS 6 sandbox root whose work directory records the sample build."""
+    from centos6_root import Sandbox
+
+    return Sandbox(tmp_path, build_section)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from centos6_root import GRUB, OLDER, RUNNING, Sandbox, build_sample, centos6_root, grub_conf, snapshot
+from centos6_root import GRUB, OLDER, RUNNING, Sandbox, centos6_root, grub_conf, snapshot
 from conftest import PROJECT_DIR
 
 from toa_kernel import grubconf, grubstep, preflight
@@ -37,16 +37,6 @@ from toa_kernel.loopback import serve_directory
 from toa_kernel.preflight import PreflightFailed
 from toa_kernel.rootfs import Root
 from toa_kernel.state import Workdir
-
-
-@pytest.fixture(scope="module")
-def build_section(tmp_path_factory) -> dict:
-    return build_sample(tmp_path_factory.mktemp("build"))
-
-
-@pytest.fixture
-def sandbox(tmp_path, build_section) -> Sandbox:
-    return Sandbox(tmp_path, build_section)
 
 
 def unchanged(sandbox: Sandbox, action) -> ToaError:

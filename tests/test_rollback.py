@@ -5,23 +5,13 @@ from __future__ import annotations
 import io
 
 import pytest
-from centos6_root import GRUB, OLDER, RUNNING, Sandbox, build_sample, snapshot
+from centos6_root import GRUB, OLDER, RUNNING, Sandbox, snapshot
 
 from toa_kernel import grubconf
 from toa_kernel.console import Console
 from toa_kernel.errors import UserError
 from toa_kernel.kernelfiles import KernelFiles
 from toa_kernel.rollback import rollback
-
-
-@pytest.fixture(scope="module")
-def build_section(tmp_path_factory) -> dict:
-    return build_sample(tmp_path_factory.mktemp("build"))
-
-
-@pytest.fixture
-def sandbox(tmp_path, build_section) -> Sandbox:
-    return Sandbox(tmp_path, build_section)
 
 
 def roll_back(sandbox: Sandbox, **options: object):
