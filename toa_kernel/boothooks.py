@@ -23,14 +23,13 @@ from pathlib import Path
 
 from .errors import UserError
 from .fileops import disk_error, fsync_dir
-from .layout import CRON_FILE, MODULES_SCRIPT, RC_LOCAL
+from .layout import CRON_FILE, MODULES_SCRIPT, RC_LOCAL, RELEASE_RE
 from .plan import Change, Plan, file_edit
 from .rootfs import Root
 
 MARKER = "toa-kernel"
 SYSLOG_TAG = "toa-kernel"
 STARTUP_STYLES = ("modules", "rc.local")
-RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 MODULES_MODE = 0o755
 CRON_MODE = 0o644
 # modules.dep names a module by its path, relative (module-init-tools 3.6+) or absolute.
@@ -39,7 +38,7 @@ HAS_TOA = "grep -Eq '(^|/)toa\\.ko:' \"/lib/modules/$(uname -r)/modules.dep\" 2>
 
 def check_release(release: str) -> str:
     """A kernel release safe to put in a shell line; a UserError otherwise."""
-    if not RELEASE_RE.match(release or ""):
+    if not RELEASE_RE.fullmatch(release or ""):
         raise UserError(
             f"kernel release {release!r} is not a valid release name",
             "use the release 'invoke build' printed, e.g. 2.6.32-toa (letters, digits and . _ + ~ -)",

@@ -19,10 +19,11 @@ from typing import Any, Callable
 
 from . import kbuild, kernel_tree, metadata
 from .console import Console
+from .download import sha256_of
 from .errors import EnvironmentFailure, ToaError, UserError
 from .fileops import backup_file
 from .layout import BZIMAGE, TOA_HEADER, TOA_MODULE_OBJECT
-from .patching import PatchOutcome, find_patches, plan_patches, sha256_of
+from .patching import PatchOutcome, find_patches, plan_patches
 from .plan import Plan
 from .settings import Settings
 from .state import Workdir, now_iso

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from .errors import UserError
+from .layout import RELEASE_RE
 
 MAX_LINE = 1500  # GRUB 0.97: NEW_HEAPSIZE, the longest config line it reads whole
 DEFAULT_KERNEL_ARGS = ("nohz=off",)
@@ -57,7 +58,6 @@ _EOL_RE = re.compile(r"\r*\n\Z")
 _COMMAND_RE = re.compile(r"([ \t]*)([^ \t=]*)([ \t=]*)(.*?)([ \t]*)", re.DOTALL)
 _TOKEN_RE = re.compile(r"[^ \t]+")
 _INDEX_RE = re.compile(r"[ \t]*(0[xX][0-9a-fA-F]+|[0-9]+)")
-_RELEASE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 _ARG_RE = re.compile(r"[^\s\"'\\#=][^\s\"'\\]*")
 _FILE_NAME_RE = re.compile(r"[A-Za-z0-9._+~-]+")
 
@@ -540,7 +540,7 @@ def parse_for_edit(text: str) -> GrubConfig:
 
 
 def check_release(release: str) -> None:
-    if not isinstance(release, str) or not _RELEASE_RE.fullmatch(release):
+    if not isinstance(release, str) or not RELEASE_RE.fullmatch(release):
         raise UserError(
             f"kernel release {release!r} cannot name a kernel in /boot",
             "pass the release printed by 'make kernelrelease', e.g. 2.6.32-toa",

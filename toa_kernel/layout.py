@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 # The vendor's real-server kernel source: tarball name and its top directory.
 TARBALL_NAME = "Linux-2.6.32-220.23.1.el6.x86_64.rs.src.tar.gz"
 TREE_NAME = "linux-2.6.32-220.23.1.el6.x86_64.rs"
+
+# A kernel release name (``uname -r``): safe in a file name, a shell line and grub.conf.
+RELEASE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 
 # Inside a kernel tree.
 TOA_HEADER = "net/toa/toa.h"

@@ -18,7 +18,6 @@ atomically.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .download import sha256_of
 from .errors import ToolMissing, UserError
 from .fileops import atomic_write
 from .plan import Change, Plan, unified_diff
@@ -75,10 +75,6 @@ def find_patches(patches_dir: Path) -> list[Path]:
     if not patches_dir.is_dir():
         return []
     return sorted(p for p in patches_dir.glob("*.patch") if p.is_file())
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def touched_files(patch_text: str, strip: int = 1) -> list[str]:

@@ -8,7 +8,6 @@ FAILs; a run in which no selected check could be judged is an error, not a pass.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,13 @@ from .console import Console
 from .errors import UserError
 from .facts import SCHEMA_VERSION, Facts, gather
 from .factsfile import load_facts
+from .layout import RELEASE_RE
 from .module_checks import applies, gather_module_mode, module_mode_checks
 from .rootfs import Root
 from .settings import Settings
 from .state import Workdir
 
 REQUIRED_KERNEL_ARGS = ("nohz=off",)
-RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 EXIT_FAILED = 1
 MODULE_SET = "module"
 
@@ -82,7 +81,7 @@ def expectation(settings: Settings, release: str | None = None) -> Expectation:
     extra_args = tuple(settings.kernel_args.split())
     common = {"extraversion": settings.extraversion, "kernel_args": REQUIRED_KERNEL_ARGS + extra_args}
     if release:
-        if not RELEASE_RE.match(release):
+        if not RELEASE_RE.fullmatch(release):
             raise UserError(
                 f"--release {release!r} is not a kernel release name",
                 "pass the release 'invoke build' printed, e.g. 2.6.32-toa",
