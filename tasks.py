@@ -14,10 +14,10 @@ from typing import Any
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from toa_kernel.cli import is_dry, reports_errors, settings_for
-from toa_kernel.console import Console
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir, WorkLock
+from toa_kernel.core.cli import is_dry, reports_errors, settings_for
+from toa_kernel.core.console import Console
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir, WorkLock
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -75,7 +75,7 @@ def fetch(
     quiet: bool = False,
 ) -> None:
     """Download the kernel source (resume, retries, sha256, content check) and unpack it safely."""
-    from toa_kernel.fetch import fetch_source
+    from toa_kernel.source.fetch import fetch_source
 
     s = settings(c, url=url, sha256=sha256, workdir=workdir, mirrors=tuple(mirror) if mirror else None)
     out = console(quiet, json)
@@ -145,8 +145,8 @@ def build(
     quiet: bool = False,
 ) -> None:
     """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
-    from toa_kernel.build import run_build
-    from toa_kernel.errors import ToaError
+    from toa_kernel.core.errors import ToaError
+    from toa_kernel.kernel.build import run_build
 
     s = settings(
         c,
@@ -220,8 +220,8 @@ def install_kernel(
     quiet: bool = False,
 ) -> None:
     """Install the built TOA kernel, make it GRUB's default (nohz=off), load toa at boot and by cron."""
-    from toa_kernel.install import InstallRequest
-    from toa_kernel.install import install_kernel as run_install
+    from toa_kernel.boot.install import InstallRequest
+    from toa_kernel.boot.install import install_kernel as run_install
 
     s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
     out = console(quiet, json)
@@ -254,7 +254,7 @@ def grub(
     quiet: bool = False,
 ) -> None:
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
-    from toa_kernel.install import configure_grub
+    from toa_kernel.boot.install import configure_grub
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
@@ -283,7 +283,7 @@ def rollback(
     quiet: bool = False,
 ) -> None:
     """Undo install-kernel: grub.conf as before, boot hooks removed; kernel files stay."""
-    from toa_kernel.rollback import rollback as run_rollback
+    from toa_kernel.boot.rollback import rollback as run_rollback
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
@@ -324,7 +324,7 @@ def verify(
 ) -> None:
     """Check after the reboot that TOA works: kernel, nohz=off, module, toa_stats, boot hooks, grub."""
 
-    from toa_kernel import verify as verifying
+    from toa_kernel.verify import run as verifying
 
     s = settings(c, workdir=workdir, root=root)
     code = verifying.run(
@@ -363,8 +363,8 @@ def serve(
     quiet: bool = False,
 ) -> None:
     """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
-    from toa_kernel import serve as serving
-    from toa_kernel.rootfs import Root
+    from toa_kernel.system.rootfs import Root
+    from toa_kernel.verify import serve as serving
 
     s = settings(c, root=root)
     out = console(quiet, json)
@@ -470,8 +470,8 @@ def build_module(
     quiet: bool = False,
 ) -> None:
     """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
-    from toa_kernel.module import SourceRequest
-    from toa_kernel.module import build_module as run_build
+    from toa_kernel.module.steps import SourceRequest
+    from toa_kernel.module.steps import build_module as run_build
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
@@ -524,7 +524,7 @@ def install_module(
     quiet: bool = False,
 ) -> None:
     """Kernels 3.0+: install toa.ko under /lib/modules/R/extra, depmod, load it now and at boot."""
-    from toa_kernel.module import install_module as run_install
+    from toa_kernel.module.steps import install_module as run_install
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
@@ -559,7 +559,7 @@ def rollback_module(
     quiet: bool = False,
 ) -> None:
     """Kernels 3.0+: remove what install-module added (module file, boot files), unload it."""
-    from toa_kernel.module import rollback_module as run_rollback
+    from toa_kernel.module.steps import rollback_module as run_rollback
 
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet)
@@ -586,7 +586,7 @@ def demo(
     c: Context, workdir: str | None = None, lab: bool = True, json: bool = False, quiet: bool = False
 ) -> None:
     """Run fetch -> build -> install-kernel -> lab on the sample tree into a sandbox root."""
-    from toa_kernel.demo import run_demo
+    from toa_kernel.demo.run import run_demo
 
     s = settings(c)
     base = Path(workdir) if workdir else Path(s.workdir) / "demo"

@@ -4,7 +4,7 @@
 
 1. Download: our ``Downloader`` (sha256 in the same pass, fsync, rename into
    place) against ``curl -o``, on a 100 MB file served by the project's loopback
-   server (``toa_kernel.loopback``, in a process of its own) on 127.0.0.1.
+   server (``toa_kernel.source.loopback``, in a process of its own) on 127.0.0.1.
    Target: our throughput at least 0.9x curl's.
 2. Unpack: our ``archive.unpack`` (all safety checks on, in a fresh Python
    process, start-up included) against ``tar xzf``, on
@@ -36,9 +36,9 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-from toa_kernel.archive import DECOMPRESSORS, identify  # noqa: E402
-from toa_kernel.console import Console  # noqa: E402
-from toa_kernel.download import Downloader  # noqa: E402
+from toa_kernel.core.console import Console  # noqa: E402
+from toa_kernel.source.archive import DECOMPRESSORS, identify  # noqa: E402
+from toa_kernel.source.download import Downloader  # noqa: E402
 
 MIB = 1 << 20
 KEYWORDS = [
@@ -121,7 +121,7 @@ def drop_dirty_pages() -> None:
 SERVER = """
 import sys
 from pathlib import Path
-from toa_kernel.loopback import serve_directory
+from toa_kernel.source.loopback import serve_directory
 with serve_directory(Path(sys.argv[1])) as url:
     print(url, flush=True)
     sys.stdin.read()
@@ -130,7 +130,7 @@ with serve_directory(Path(sys.argv[1])) as url:
 
 @contextlib.contextmanager
 def loopback_process(directory: Path) -> Iterator[str]:
-    """toa_kernel.loopback's server in its own process, so that neither client shares
+    """toa_kernel.source.loopback's server in its own process, so that neither client shares
     a process (and its GIL) with the server."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     server = subprocess.Popen(
@@ -174,8 +174,8 @@ def bench_download(work: Path, rounds: int, size: int) -> tuple[list[float], lis
 UNPACK = """
 import sys
 from pathlib import Path
-from toa_kernel.archive import unpack
-from toa_kernel.console import Console
+from toa_kernel.source.archive import unpack
+from toa_kernel.core.console import Console
 unpack(Path(sys.argv[1]), Path(sys.argv[2]), Console(quiet=True))
 """
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from conftest import PROJECT_DIR
 
-from toa_kernel.console import Console
-from toa_kernel.plan import unified_diff
-from toa_kernel.sample import write_sample_tree
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir
+from toa_kernel.core.console import Console
+from toa_kernel.core.plan import unified_diff
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir
+from toa_kernel.demo.sample import write_sample_tree
 
 TOA_C = "net/toa/toa.c"
 

@@ -1,4 +1,4 @@
-"""Test helpers around the CentOS 6 sandbox root (``toa_kernel.sandbox``):
+"""Test helpers around the CentOS 6 sandbox root (``toa_kernel.demo.sandbox``):
 snapshots of a root, the sample build, and a ``Sandbox`` that installs into it."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from pathlib import Path
 
 from conftest import PROJECT_DIR
 
-from toa_kernel import grubconf
-from toa_kernel.console import Console
-from toa_kernel.install import InstallReport, InstallRequest, configure_grub, install_kernel
-from toa_kernel.rootfs import Root
-from toa_kernel.sandbox import (  # noqa: F401 - re-exported for the tests
+from toa_kernel.boot import grubconf
+from toa_kernel.boot.install import InstallReport, InstallRequest, configure_grub, install_kernel
+from toa_kernel.core.console import Console
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir
+from toa_kernel.demo.sandbox import (  # noqa: F401 - re-exported for the tests
     GRUB,
     INSTALLKERNEL,
     KERNEL_ARGS,
@@ -25,8 +26,7 @@ from toa_kernel.sandbox import (  # noqa: F401 - re-exported for the tests
     grub_conf,
     write,
 )
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir
+from toa_kernel.system.rootfs import Root
 
 
 def snapshot(base: Path) -> dict[str, tuple]:
@@ -51,9 +51,9 @@ def build_sample(base: Path) -> dict:
     """Build the sample tree with ``invoke build``'s code; return the manifest's build section."""
     from build_support import build_settings, fetched_tree
 
-    from toa_kernel.build import run_build
-    from toa_kernel.console import Console
-    from toa_kernel.state import Workdir
+    from toa_kernel.core.console import Console
+    from toa_kernel.core.state import Workdir
+    from toa_kernel.kernel.build import run_build
 
     settings = build_settings(base)
     fetched_tree(settings)

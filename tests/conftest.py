@@ -19,7 +19,7 @@ def project_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample tree packed as the vendor's tarball (vendor variant), built once."""
-    from toa_kernel.sample import pack_sample_tarball
+    from toa_kernel.demo.sample import pack_sample_tarball
 
     return pack_sample_tarball(tmp_path_factory.mktemp("sample"))
 

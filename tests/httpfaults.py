@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 that misbehaves on request, for download tests.
 
-It serves a directory like ``toa_kernel.loopback`` (Range, If-Range, ETag) and
+It serves a directory like ``toa_kernel.source.loopback`` (Range, If-Range, ETag) and
 injects faults per file: each request for a name takes the next fault queued for
 it; with none left the file is served normally. It records every request (path,
 Range header, status) and counts the body bytes it actually sent.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from toa_kernel.loopback import DirectoryHandler, DirectoryServer, run_server
+from toa_kernel.source.loopback import DirectoryHandler, DirectoryServer, run_server
 
 
 @dataclass

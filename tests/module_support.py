@@ -9,7 +9,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from toa_kernel.modbuild import headers_release
+from toa_kernel.module.build import headers_release
 
 DATA = Path(__file__).resolve().parent / "data"
 HELLO_SRC = DATA / "hello_module"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from toa_kernel import archive
-from toa_kernel.archive import Damaged, identify, top_directory, unpack
-from toa_kernel.console import Console
-from toa_kernel.errors import UserError
-from toa_kernel.layout import TREE_NAME
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.layout import TREE_NAME
+from toa_kernel.source import archive
+from toa_kernel.source.archive import Damaged, identify, top_directory, unpack
 
 TOP = "linux-x"
 
@@ -263,8 +263,8 @@ def test_corrupt_header_in_the_middle_is_an_error(tmp_path, console):
 KILLABLE = """
 import sys, time
 from pathlib import Path
-from toa_kernel import archive
-from toa_kernel.console import Console
+from toa_kernel.source import archive
+from toa_kernel.core.console import Console
 
 real = archive.Extractor.write_file
 count = 0

@@ -16,11 +16,11 @@ import pytest
 from centos6_root import RUNNING, centos6_root, snapshot
 from conftest import have
 
-from toa_kernel import boothooks
-from toa_kernel.errors import UserError
-from toa_kernel.layout import CRON_FILE, MODULES_SCRIPT, RC_LOCAL
-from toa_kernel.plan import Plan
-from toa_kernel.rootfs import Root
+from toa_kernel.boot import hooks as boothooks
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.layout import CRON_FILE, MODULES_SCRIPT, RC_LOCAL
+from toa_kernel.core.plan import Plan
+from toa_kernel.system.rootfs import Root
 
 RELEASE = "2.6.32-toa"
 

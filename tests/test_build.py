@@ -15,13 +15,13 @@ import pytest
 from build_support import TOA_C, build_settings, fetched_tree, make_patch, quiet_console, tree_digest
 from conftest import PROJECT_DIR, have
 
-from toa_kernel import kbuild
-from toa_kernel.build import STEPS, run_build, selected_steps
-from toa_kernel.errors import EnvironmentFailure, UserError
-from toa_kernel.fileops import backups_of
-from toa_kernel.kernel_tree import read_option_code
-from toa_kernel.patching import PatchRejected
-from toa_kernel.state import Workdir
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.fileops import backups_of
+from toa_kernel.core.state import Workdir
+from toa_kernel.kernel import kbuild
+from toa_kernel.kernel.build import STEPS, run_build, selected_steps
+from toa_kernel.kernel.patching import PatchRejected
+from toa_kernel.kernel.tree import read_option_code
 
 needs_tools = pytest.mark.skipif(
     not have("make", "gcc", "perl", "patch"), reason="make, gcc, perl, patch needed"

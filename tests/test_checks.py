@@ -7,8 +7,10 @@ import os
 import pytest
 from verify_support import CMDLINE, OLD, ROOT_ARGS, TOA, TOA_STATS, grub_conf, make_root
 
-from toa_kernel import boothooks
-from toa_kernel.checks import (
+from toa_kernel.boot import hooks as boothooks
+from toa_kernel.core.errors import UserError
+from toa_kernel.system.rootfs import Root
+from toa_kernel.verify.checks import (
     CHECK_SETS,
     REGISTRY,
     Expectation,
@@ -18,9 +20,7 @@ from toa_kernel.checks import (
     run_checks,
     select,
 )
-from toa_kernel.errors import UserError
-from toa_kernel.facts import BootHooks, Facts, FileFact, gather, grub_facts_from_text
-from toa_kernel.rootfs import Root
+from toa_kernel.verify.facts import BootHooks, Facts, FileFact, gather, grub_facts_from_text
 
 EXPECT = Expectation(release=TOA, release_source="test")
 
@@ -251,7 +251,7 @@ def test_select_sets_and_names():
 
 
 def test_overall_verdict_order():
-    from toa_kernel.checks import Result
+    from toa_kernel.verify.checks import Result
 
     assert overall([Result(Status.PASS, ""), Result(Status.WARN, "")]) is Status.WARN
     assert overall([Result(Status.WARN, ""), Result(Status.FAIL, "")]) is Status.FAIL

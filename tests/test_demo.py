@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from toa_kernel import grubconf
+from toa_kernel.boot import grubconf
 from toa_kernel.lab import lab_available
 
 
@@ -60,7 +60,7 @@ def test_demo_without_the_lab_says_where_everything_went(project_dir, tmp_path):
 
 
 def test_the_labs_downloaded_kernel_survives_the_demo_starting_over(tmp_path):
-    from toa_kernel.demo import keep_lab_kernel, lab_kernel_cache
+    from toa_kernel.demo.run import keep_lab_kernel, lab_kernel_cache
 
     base = tmp_path / "demo"
     assert keep_lab_kernel(base) is None  # nothing cached yet

@@ -13,10 +13,10 @@ import requests
 from fetch_support import small_tmpfs
 from httpfaults import fault_server
 
-from toa_kernel.archive import identify
-from toa_kernel.console import Console
-from toa_kernel.download import Downloader, meta_path, part_path
-from toa_kernel.errors import EnvironmentFailure, UserError
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.source.archive import identify
+from toa_kernel.source.download import Downloader, meta_path, part_path
 
 SIZE = 300_000
 

@@ -10,18 +10,18 @@ import platform
 import pytest
 from verify_support import CMDLINE, OLD, TOA, grub_conf, make_root, write
 
-from toa_kernel.errors import UserError
-from toa_kernel.facts import (
+from toa_kernel.core.errors import UserError
+from toa_kernel.system.rootfs import Root
+from toa_kernel.system.runtime import read_kernel_log
+from toa_kernel.verify.facts import (
     SCHEMA_VERSION,
     Facts,
     gather,
     grub_facts_from_text,
     parse_toa_stats,
     read_ipv6,
-    read_kernel_log,
 )
-from toa_kernel.factsfile import load_facts, loads_facts
-from toa_kernel.rootfs import Root
+from toa_kernel.verify.factsfile import load_facts, loads_facts
 
 
 def test_gather_reads_every_fact_of_a_good_system(tmp_path):

@@ -17,13 +17,13 @@ import pytest
 from fetch_support import small_tmpfs
 from httpfaults import fault_server
 
-from toa_kernel.archive import Damaged
-from toa_kernel.console import Console
-from toa_kernel.errors import EnvironmentFailure, UserError
-from toa_kernel.fetch import fetch_source
-from toa_kernel.layout import TARBALL_NAME, TREE_NAME
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.layout import TARBALL_NAME, TREE_NAME
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir
+from toa_kernel.source.archive import Damaged
+from toa_kernel.source.fetch import fetch_source
 
 FILLER = 400_000
 
@@ -314,11 +314,11 @@ def test_download_killed_with_sigkill_then_run_again(public, work, project_dir):
 KILLABLE_FETCH = """
 import sys, time
 from pathlib import Path
-from toa_kernel import archive
-from toa_kernel.archive import Damaged
-from toa_kernel.console import Console
-from toa_kernel.fetch import fetch_source
-from toa_kernel.settings import Settings
+from toa_kernel.source import archive
+from toa_kernel.source.archive import Damaged
+from toa_kernel.core.console import Console
+from toa_kernel.source.fetch import fetch_source
+from toa_kernel.core.settings import Settings
 
 real = archive.Extractor.write_file
 count = 0
@@ -363,7 +363,7 @@ def test_unpack_killed_with_sigkill_then_run_again(public, work, project_dir):
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from toa_kernel.state import Workdir, WorkLock
+from toa_kernel.core.state import Workdir, WorkLock
 with WorkLock(Workdir(Path(sys.argv[1]))):
     print("locked", flush=True)
     time.sleep(60)

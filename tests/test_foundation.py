@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from invoke import Config
 
-from toa_kernel.errors import LockHeld, UserError
-from toa_kernel.fileops import atomic_write, backup_file, backups_of
-from toa_kernel.plan import Plan, file_edit, unified_diff
-from toa_kernel.rootfs import Root
-from toa_kernel.settings import VENDOR_URL, Settings
-from toa_kernel.state import Workdir, WorkLock
+from toa_kernel.core.errors import LockHeld, UserError
+from toa_kernel.core.fileops import atomic_write, backup_file, backups_of
+from toa_kernel.core.plan import Plan, file_edit, unified_diff
+from toa_kernel.core.settings import VENDOR_URL, Settings
+from toa_kernel.core.state import Workdir, WorkLock
+from toa_kernel.system.rootfs import Root
 
 # --- settings -----------------------------------------------------------------
 
@@ -182,7 +182,7 @@ HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from toa_kernel.state import WorkLock, Workdir
+    from toa_kernel.core.state import WorkLock, Workdir
     with WorkLock(Workdir(Path(sys.argv[1]))):
         print("locked", flush=True)
         time.sleep(30)

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toa_kernel import grubconf
-from toa_kernel.errors import UserError
-from toa_kernel.grubconf import (
+from toa_kernel.boot import grubconf
+from toa_kernel.boot.grubconf import (
     default_entry,
     default_index,
     edit_for_release,
@@ -20,7 +19,8 @@ from toa_kernel.grubconf import (
     parse,
     parse_saved_default,
 )
-from toa_kernel.plan import unified_diff
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.plan import unified_diff
 
 CORPUS = Path(__file__).parent / "grub_corpus"
 EXPECTED = CORPUS / "expected"

@@ -22,10 +22,8 @@ import pytest
 from centos6_root import GRUB, OLDER, RUNNING, Sandbox, centos6_root, grub_conf, snapshot
 from conftest import PROJECT_DIR
 
-from toa_kernel import grubconf, grubstep, preflight
-from toa_kernel.errors import EnvironmentFailure, ToaError, UserError
-from toa_kernel.fileops import backups_of
-from toa_kernel.kernelfiles import (
+from toa_kernel.boot import grubconf, grubstep, preflight
+from toa_kernel.boot.kernelfiles import (
     CommandLog,
     KernelFiles,
     check_installed,
@@ -33,10 +31,12 @@ from toa_kernel.kernelfiles import (
     modules_install_command,
     root_installkernel,
 )
-from toa_kernel.loopback import serve_directory
-from toa_kernel.preflight import PreflightFailed
-from toa_kernel.rootfs import Root
-from toa_kernel.state import Workdir
+from toa_kernel.boot.preflight import PreflightFailed
+from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
+from toa_kernel.core.fileops import backups_of
+from toa_kernel.core.state import Workdir
+from toa_kernel.source.loopback import serve_directory
+from toa_kernel.system.rootfs import Root
 
 
 def unchanged(sandbox: Sandbox, action) -> ToaError:
@@ -302,8 +302,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from toa_kernel.grubstep import GrubFile, guarded_write
-    from toa_kernel.rootfs import Root
+    from toa_kernel.boot.grubstep import GrubFile, guarded_write
+    from toa_kernel.system.rootfs import Root
 
     root = Root.of(sys.argv[1])
     texts = [Path(sys.argv[2]).read_text(), Path(sys.argv[3]).read_text()]

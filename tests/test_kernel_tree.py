@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toa_kernel import kernel_tree as kt
-from toa_kernel.errors import UserError
-from toa_kernel.sample import write_sample_tree
+from toa_kernel.core.errors import UserError
+from toa_kernel.demo.sample import write_sample_tree
+from toa_kernel.kernel import tree as kt
 
 # --- toa.h -----------------------------------------------------------------------
 

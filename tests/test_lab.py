@@ -16,8 +16,8 @@ import pytest
 from conftest import PROJECT_DIR, have
 from lab_support import PREVIOUS, TOA, centos_grub_conf, kernel_cache_dir, make_boot_root
 
-from toa_kernel.checks import Expectation
-from toa_kernel.errors import EnvironmentFailure, ToolMissing, UserError
+from toa_kernel.core.errors import EnvironmentFailure, ToolMissing, UserError
+from toa_kernel.core.state import Workdir
 from toa_kernel.lab import tools
 from toa_kernel.lab.bootconf import read_boot_conf
 from toa_kernel.lab.console import boot_is_over, clean, last_lines, parse_console
@@ -27,8 +27,8 @@ from toa_kernel.lab.initramfs import build_initramfs, init_script
 from toa_kernel.lab.kernel import DEPENDS_RE, chosen_kernel
 from toa_kernel.lab.qemu import BootRun, run_qemu
 from toa_kernel.lab.run import boot_problem, expected_entry, left_out, run_lab
-from toa_kernel.rootfs import Root
-from toa_kernel.state import Workdir
+from toa_kernel.system.rootfs import Root
+from toa_kernel.verify.checks import Expectation
 
 CONSOLES = Path(__file__).parent / "data" / "lab-console"
 CORPUS = Path(__file__).parent / "grub_corpus"
@@ -367,7 +367,7 @@ def test_after_install_kernel_the_toa_entry_boots_with_nohz_off(installed, real_
 def test_after_rollback_the_previous_kernel_boots(installed, real_kernel):
     from centos6_root import RUNNING
 
-    from toa_kernel.rollback import rollback
+    from toa_kernel.boot.rollback import rollback
 
     rollback(installed.settings)
     result = lab(installed.root.base, installed.workdir.path, real_kernel, release=installed.release)

@@ -25,14 +25,13 @@ from module_support import (
     stub_bin,
 )
 
-from toa_kernel.checks import Status, run_checks
-from toa_kernel.console import Console
-from toa_kernel.distro import Distro, detect_distro, headers_command
-from toa_kernel.errors import EnvironmentFailure, ToolMissing, UserError
-from toa_kernel.facts import gather
-from toa_kernel.loopback import serve_directory
-from toa_kernel.modboot import boot_style, loader_script
-from toa_kernel.modbuild import (
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import EnvironmentFailure, ToolMissing, UserError
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir
+from toa_kernel.kernel.modinfo import check_vermagic, parse_modinfo, read_module_info
+from toa_kernel.module.boot import boot_style, loader_script
+from toa_kernel.module.build import (
     KbuildFacts,
     check_prereqs,
     classify_failure,
@@ -40,12 +39,13 @@ from toa_kernel.modbuild import (
     first_error_line,
     gather_kbuild_facts,
 )
-from toa_kernel.modinfo import check_vermagic, parse_modinfo, read_module_info
-from toa_kernel.module import SourceRequest, build_module, install_module, rollback_module
-from toa_kernel.module_checks import applies, gather_module_mode, module_mode_checks
-from toa_kernel.rootfs import Root
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir
+from toa_kernel.module.distro import Distro, detect_distro, headers_command
+from toa_kernel.module.steps import SourceRequest, build_module, install_module, rollback_module
+from toa_kernel.source.loopback import serve_directory
+from toa_kernel.system.rootfs import Root
+from toa_kernel.verify.checks import Status, run_checks
+from toa_kernel.verify.facts import gather
+from toa_kernel.verify.module_checks import applies, gather_module_mode, module_mode_checks
 
 HEADERS = installed_headers()
 needs_headers = pytest.mark.skipif(HEADERS is None, reason="no linux-headers package installed")
@@ -492,7 +492,7 @@ def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path):
     facts = gather(Root.of(root), dmesg=lambda: "")
     mode = gather_module_mode(Root.of(root), facts.release, name="hello")
     assert applies(facts, mode)
-    from toa_kernel.checks import Expectation
+    from toa_kernel.verify.checks import Expectation
 
     results = {r.name: r for r in run_checks(module_mode_checks(mode), facts, Expectation())}
     assert results["module-fits"].status is Status.PASS

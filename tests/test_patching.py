@@ -6,9 +6,9 @@ import pytest
 from build_support import TOA_C, make_patch, tree_digest
 from conftest import have
 
-from toa_kernel.errors import ToolMissing
-from toa_kernel.patching import PatchRejected, find_patches, plan_patches, touched_files
-from toa_kernel.sample import write_sample_tree
+from toa_kernel.core.errors import ToolMissing
+from toa_kernel.demo.sample import write_sample_tree
+from toa_kernel.kernel.patching import PatchRejected, find_patches, plan_patches, touched_files
 
 pytestmark = pytest.mark.skipif(not have("patch"), reason="GNU patch is not installed")
 

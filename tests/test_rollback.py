@@ -7,11 +7,11 @@ import io
 import pytest
 from centos6_root import GRUB, OLDER, RUNNING, Sandbox, snapshot
 
-from toa_kernel import grubconf
-from toa_kernel.console import Console
-from toa_kernel.errors import UserError
-from toa_kernel.kernelfiles import KernelFiles
-from toa_kernel.rollback import rollback
+from toa_kernel.boot import grubconf
+from toa_kernel.boot.kernelfiles import KernelFiles
+from toa_kernel.boot.rollback import rollback
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import UserError
 
 
 def roll_back(sandbox: Sandbox, **options: object):

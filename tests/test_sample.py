@@ -20,9 +20,9 @@ import magic
 import pytest
 from conftest import have
 
-from toa_kernel.errors import UserError
-from toa_kernel.layout import TARBALL_NAME, TREE_NAME
-from toa_kernel.sample import NO_INSTALLKERNEL, VARIANTS, pack_sample_tarball, write_sample_tree
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.layout import TARBALL_NAME, TREE_NAME
+from toa_kernel.demo.sample import NO_INSTALLKERNEL, VARIANTS, pack_sample_tarball, write_sample_tree
 
 needs_toolchain = pytest.mark.skipif(not have("make", "gcc", "ld", "objcopy", "nm"), reason="needs make/gcc")
 

@@ -22,10 +22,17 @@ import time
 import pytest
 from verify_support import FakeNat64Sockopt, make_root, set_toa_stats
 
-from toa_kernel.console import Console
-from toa_kernel.errors import UserError
-from toa_kernel.rootfs import Root
-from toa_kernel.serve import NAT64_PEER_SIZE, TOA_SO_GET_LOOKUP, kernel_sockopt, nat64_peer, serve, show
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import UserError
+from toa_kernel.system.rootfs import Root
+from toa_kernel.verify.serve import (
+    NAT64_PEER_SIZE,
+    TOA_SO_GET_LOOKUP,
+    kernel_sockopt,
+    nat64_peer,
+    serve,
+    show,
+)
 
 
 def http_get(port: int, method: str = "GET") -> tuple[str, str, tuple[str, int]]:

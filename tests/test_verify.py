@@ -9,12 +9,12 @@ import sys
 import pytest
 from verify_support import CMDLINE, OLD, TOA, grub_conf, make_root
 
-from toa_kernel.checks import Status
-from toa_kernel.errors import UserError
-from toa_kernel.facts import Facts, grub_facts_from_text
-from toa_kernel.settings import Settings
-from toa_kernel.state import Workdir
-from toa_kernel.verify import expectation, judge
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir
+from toa_kernel.verify.checks import Status
+from toa_kernel.verify.facts import Facts, grub_facts_from_text
+from toa_kernel.verify.run import expectation, judge
 
 
 def invoke(project_dir, *args):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from module_support import make_root
 
-from toa_kernel.console import Console
-from toa_kernel.settings import Settings
-from toa_kernel.verify import run
+from toa_kernel.core.console import Console
+from toa_kernel.core.settings import Settings
+from toa_kernel.verify.run import run
 
 
 def verify(root: Path, tmp_path: Path, checks: str | None = None) -> int:

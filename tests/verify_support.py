@@ -4,7 +4,7 @@ and a reboot, with a ``proc/`` tree, in the states an operator meets.
 ``make_root(tmp_path)`` writes the all-good state; keyword arguments change one
 thing (``running=OLD`` for a fallback boot, ``grub_default=1`` for a forgotten
 ``default=``, ``toa_loaded=False``, ``ipv6="m"``, ``cron_mode=0o666``, ...).
-The startup script and cron job are the ones ``toa_kernel.boothooks`` writes.
+The startup script and cron job are the ones ``toa_kernel.boot.hooks`` writes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import struct
 from pathlib import Path
 
-from toa_kernel import boothooks
+from toa_kernel.boot import hooks as boothooks
 
 TOA = "2.6.32-toa"
 OLD = "2.6.32-220.el6.x86_64"

@@ -9,6 +9,6 @@ verify's boot checks. ``tools`` names the packages it needs.
 
 from __future__ import annotations
 
-from .tools import lab_available, missing_packages
+from toa_kernel.lab.tools import lab_available, missing_packages
 
 __all__ = ["lab_available", "missing_packages"]

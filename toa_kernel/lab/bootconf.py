@@ -1,6 +1,6 @@
 """What the lab needs to know about a grub.conf: entries, their files, the partition.
 
-Read with the project's GRUB legacy parser (``toa_kernel.grubconf``). Paths in
+Read with the project's GRUB legacy parser (``toa_kernel.boot.grubconf``). Paths in
 grub.conf are relative to the partition named by ``root (hdX,Y)``: ``/vmlinuz-…``
 when ``/boot`` is its own partition, ``/boot/vmlinuz-…`` when it is not.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UserError
-from ..grubconf import parse, release_of_image
+from toa_kernel.boot.grubconf import parse, release_of_image
+from toa_kernel.core.errors import UserError
 
 DEVICE_RE = re.compile(r"^\s*\((?P<disk>[a-z]+\d+)(?:,(?P<part>\d+))?[^)]*\)")
 MAX_PRIMARY = 4

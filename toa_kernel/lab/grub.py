@@ -14,8 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..errors import EnvironmentFailure
-from .tools import program
+from toa_kernel.core.errors import EnvironmentFailure
+from toa_kernel.lab.tools import program
 
 GRUB_ERROR_RE = re.compile(r"Error \d+: .*")
 SETUP_TIMEOUT = 120

@@ -20,14 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EnvironmentFailure, UserError
-from ..grubconf import parse
-from ..layout import BOOT_DIR, GRUB_CONF
-from ..plan import unified_diff
-from ..rootfs import Root
-from .bootconf import BootConf
-from .initramfs import build_initramfs
-from .tools import STAGE_FILES, grub_stage_dir, program
+from toa_kernel.boot.grubconf import parse
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF
+from toa_kernel.core.plan import unified_diff
+from toa_kernel.lab.bootconf import BootConf
+from toa_kernel.lab.initramfs import build_initramfs
+from toa_kernel.lab.tools import STAGE_FILES, grub_stage_dir, program
+from toa_kernel.system.rootfs import Root
 
 LAB_KERNEL_ARGS = ("console=ttyS0", "panic=-1")
 LAB_HEADER = (

@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import EnvironmentFailure, UserError
-from .console import MARK
-from .tools import static_busybox
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.lab.console import MARK
+from toa_kernel.lab.tools import static_busybox
 
 INIT_TEMPLATE = """#!/bin/busybox sh
 # Boot lab: report which entry booted, then power off.

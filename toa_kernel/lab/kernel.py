@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EnvironmentFailure, UserError
-from .tools import program
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.lab.tools import program
 
 META_PACKAGE = "linux-image-amd64"
 DEPENDS_RE = re.compile(r"^\s*Depends:\s*(?P<name>linux-image-[^\s<>]+)", re.MULTILINE)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .console import boot_is_over
-from .tools import program
+from toa_kernel.lab.console import boot_is_over
+from toa_kernel.lab.tools import program
 
 MEMORY_MIB = 512
 GRACE_SECONDS = 2.0

@@ -19,23 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..checks import Expectation, Status
-from ..errors import EnvironmentFailure, UserError
-from ..facts import Facts, grub_facts_from_text
-from ..factsfile import load_facts
-from ..fileops import atomic_write, atomic_write_json
-from ..layout import BOOT_DIR, GRUB_CONF
-from ..rootfs import Root
-from ..settings import Settings
-from ..state import Workdir, WorkLock, now_iso
-from ..verify import Report, expectation, judge
-from .bootconf import BootConf, BootEntry, read_boot_conf
-from .console import ConsoleReport, last_lines, parse_console
-from .grub import install_grub
-from .image import LAB_KERNEL_ARGS, Staged, make_image, stage_boot
-from .kernel import chosen_kernel
-from .qemu import BootRun, run_qemu
-from .tools import require_lab_tools
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.fileops import atomic_write, atomic_write_json
+from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir, WorkLock, now_iso
+from toa_kernel.lab.bootconf import BootConf, BootEntry, read_boot_conf
+from toa_kernel.lab.console import ConsoleReport, last_lines, parse_console
+from toa_kernel.lab.grub import install_grub
+from toa_kernel.lab.image import LAB_KERNEL_ARGS, Staged, make_image, stage_boot
+from toa_kernel.lab.kernel import chosen_kernel
+from toa_kernel.lab.qemu import BootRun, run_qemu
+from toa_kernel.lab.tools import require_lab_tools
+from toa_kernel.system.rootfs import Root
+from toa_kernel.verify.checks import Expectation, Status
+from toa_kernel.verify.facts import Facts, grub_facts_from_text
+from toa_kernel.verify.factsfile import load_facts
+from toa_kernel.verify.run import Report, expectation, judge
 
 SCENARIOS = {
     "default": "boot /boot as it is: the default entry must boot",

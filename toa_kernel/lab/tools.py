@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import ToolMissing
+from toa_kernel.core.errors import ToolMissing
 
 # program -> Debian package
 PROGRAMS = {

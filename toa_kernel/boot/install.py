@@ -1,0 +1,354 @@
+"""``invoke install-kernel`` and ``invoke grub``: install the TOA kernel and boot it.
+
+Order, chosen so that a failure at any point leaves a system that boots its old
+kernel: preflight (nothing written) -> modules and kernel files (installkernel
+adds an entry but keeps the old default) -> checks of what was installed ->
+boot hooks (harmless on other kernels) -> grub.conf (the step that makes the new
+kernel boot, with ``fallback=`` on the old one). Each step is a plan of only the
+changes needed, so a second run changes nothing; ``--dry-run`` prints the plans.
+
+What was done is recorded in the manifest section ``install`` as it happens
+(release, grub.conf backup, previous default entry, files and hooks added) so
+that ``invoke rollback`` can undo it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toa_kernel.boot import grubconf, preflight
+from toa_kernel.boot import hooks as boothooks
+from toa_kernel.boot.grubstep import (
+    GrubFile,
+    GrubPlan,
+    boot_entry_policy,
+    entry_identity,
+    kernel_args,
+    plan_edit,
+    write_problem,
+)
+from toa_kernel.boot.kernelfiles import (
+    CommandLog,
+    KernelFiles,
+    check_installed,
+    plan_kernel_files,
+    root_installkernel,
+)
+from toa_kernel.boot.preflight import BuildArtifacts
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import ToaError, UserError
+from toa_kernel.core.fileops import backup_file
+from toa_kernel.core.layout import BOOT_DIR, MODULES_DIR
+from toa_kernel.core.plan import Plan
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir, now_iso
+from toa_kernel.system.rootfs import Root
+
+SECTION = "install"
+SAVED_DEFAULT = "/boot/grub/default"
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """The flags of install-kernel besides the settings (root, startup, kernel args)."""
+
+    release: str | None = None
+    force: bool = False
+    initramfs: bool = True
+    dry_run: bool = False
+
+
+@dataclass
+class InstallReport:
+    """What install-kernel (or grub) did, or would do with ``--dry-run``."""
+
+    release: str
+    root: str
+    dry_run: bool = False
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    grub_conf: str | None = None
+    grub_backup: str | None = None
+    default_entry: int | None = None
+    fallback_entry: int | None = None
+    files_added: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def rows(self) -> list[tuple[str, Any]]:
+        verb = "would change" if self.dry_run else "changed"
+        rows: list[tuple[str, Any]] = [
+            ("release", self.release),
+            ("root", self.root),
+            (verb, len(self.changes) or "nothing (already done)"),
+            ("grub.conf", self.grub_conf),
+            ("default entry", self.default_entry),
+            ("fallback entry", self.fallback_entry),
+            ("grub.conf backup", self.grub_backup or "-"),
+            ("boot hooks", ", ".join(self.hooks) or "-"),
+        ]
+        rows += [("note", note) for note in self.notes]
+        return rows
+
+
+class InstallRecord:
+    """The manifest section ``install``, saved after every step.
+
+    The first grub.conf backup and the first previous default entry are kept
+    across runs: rollback returns to the system as it was before any install.
+    """
+
+    def __init__(self, workdir: Workdir, root: Root, release: str) -> None:
+        self.workdir = workdir
+        existing = workdir.section(SECTION)
+        if existing and existing.get("root") not in (None, str(root.base)):
+            raise UserError(
+                f"{workdir.manifest_path} records an install into {existing['root']}, not rolled back",
+                f"run 'invoke rollback --root {existing['root']}' first, or use another --workdir",
+            )
+        self.data: dict[str, Any] = {"files_added": [], "hooks": [], "grub": {}, "started_at": now_iso()}
+        self.data.update(existing)
+        self.data.update(root=str(root.base), release=release)
+
+    @property
+    def grub(self) -> dict[str, Any]:
+        return self.data.setdefault("grub", {})
+
+    def save(self, **changes: Any) -> None:
+        self.data.update(changes)
+        self.workdir.update_manifest(SECTION, self.data)
+
+    def add_files(self, paths: list[str]) -> None:
+        self.data["files_added"] = sorted(set(self.data.get("files_added") or []) | set(paths))
+
+
+def saved_default(root: Root) -> int | None:
+    """The entry GRUB's ``savedefault`` recorded (for ``default=saved``)."""
+    try:
+        first = root.path(SAVED_DEFAULT).read_text(errors="replace").split()
+    except OSError:
+        return None
+    return int(first[0]) if first and first[0].isdigit() else None
+
+
+def grub_edit_plan(root: Root, settings: Settings, release: str, initramfs: bool) -> GrubPlan:
+    """The grub.conf edit for ``release`` on the file as it is now."""
+    initrd = boot_entry_policy(settings).initrd_name(release) if initramfs else ""
+    return plan_edit(GrubFile.read(root), release, kernel_args(settings), initrd, saved_default(root))
+
+
+def check_grub(
+    root: Root, settings: Settings, release: str, initramfs: bool
+) -> tuple[GrubPlan | None, list[ToaError]]:
+    """Preflight of the grub.conf step: found, parseable, editable, writable."""
+    try:
+        planned = grub_edit_plan(root, settings, release, initramfs)
+    except UserError as exc:
+        return None, [exc]
+    problem = write_problem(planned.grub.path, planned.grub.label)
+    return planned, [problem] if problem else []
+
+
+def record_grub(record: InstallRecord, planned: GrubPlan) -> None:
+    """Remember what rollback needs: first backup, previous entry, what was written."""
+    grub = record.grub
+    grub.setdefault("path", planned.grub.label)
+    if planned.backups and not grub.get("backup"):
+        grub["backup"] = planned.grub.root.system_path(planned.backups[0])
+    edit = planned.edit
+    if edit.changed and "previous_entry" not in grub:
+        previous = edit.previous_default if edit.previous_default != edit.entry_index else None
+        grub["previous_entry"] = entry_identity(grubconf.parse(edit.text), previous)
+        grub["previous_fallback"] = edit.previous_fallback
+    grub["entry_index"] = edit.entry_index
+    grub["added_entry"] = bool(grub.get("added_entry")) or edit.added_entry
+    grub["written_sha256"] = planned.written_sha256
+
+
+def describe_grub(planned: GrubPlan, report: InstallReport) -> None:
+    report.grub_conf = planned.grub.label
+    report.notes += list(planned.edit.notes or [])
+    if planned.backups:
+        report.grub_backup = planned.grub.root.system_path(planned.backups[0])
+    config = grubconf.parse(planned.edit.text)
+    report.default_entry = grubconf.default_index(config)
+    report.fallback_entry = config.fallback
+
+
+def apply_grub(planned: GrubPlan, record: InstallRecord, report: InstallReport, console: Console) -> None:
+    report.changes += planned.plan.apply(False, echo=console.say)
+    record_grub(record, planned)
+    record.save()
+    describe_grub(planned, report)
+    report.grub_backup = record.grub.get("backup") or report.grub_backup
+
+
+def kernel_problems(
+    root: Root, artifacts: BuildArtifacts, request: InstallRequest, kernel_plan: Plan, grub_size: int
+) -> list[ToaError]:
+    """Checks that matter only when kernel files must be installed."""
+    if not kernel_plan:
+        return []
+    problems = preflight.tools(["make"])
+    if root_installkernel(root) is None and request.initramfs:
+        problems.append(
+            UserError(
+                f"{root.base} has no executable /sbin/installkernel, so no initramfs would be made",
+                "install the system's installkernel (yum install dracut grubby), or pass --no-initramfs "
+                "if this kernel boots without one",
+            )
+        )
+    needs = [
+        preflight.boot_need(root, artifacts, request.initramfs, grub_size),
+        preflight.modules_need(root, artifacts),
+    ]
+    return problems + preflight.free_space(needs)
+
+
+def install_kernel(
+    settings: Settings,
+    request: InstallRequest,
+    console: Console | None = None,
+    euid: int | None = None,
+) -> InstallReport:
+    """Install the built TOA kernel under ``settings.root`` and make it the default."""
+    console = console or Console()
+    root = Root.of(settings.root)
+    workdir = Workdir(settings.workdir)
+    artifacts = preflight.build_artifacts(workdir, request.release)
+    release = boothooks.check_release(artifacts.release)
+    files = KernelFiles(root, release)
+    log = CommandLog(workdir.logs / f"install-{release}.log")
+
+    problems = preflight.privileges(root, euid) + preflight.directories(root) + preflight.inside_root(root)
+    problems += preflight.not_running(root, release, request.force)
+    problems += boothooks.problems(root, settings.startup)
+    planned_grub, grub_problems = check_grub(root, settings, release, request.initramfs)
+    problems += grub_problems
+    kernel_plan = plan_kernel_files(files, artifacts, request.initramfs, log)
+    grub_size = planned_grub.grub.path.stat().st_size if planned_grub else 0
+    problems += kernel_problems(root, artifacts, request, kernel_plan, grub_size)
+    preflight.require(problems)
+    assert planned_grub is not None
+    record = InstallRecord(workdir, root, release)
+    report = InstallReport(release=release, root=str(root.base), dry_run=request.dry_run)
+    if request.dry_run:
+        return dry_run(root, settings, kernel_plan, planned_grub, report, console)
+
+    install_files(files, artifacts, request, log, planned_grub.grub, record, report, console)
+    hooks = boothooks.plan_install(root, release, settings.startup)
+    report.changes += hooks.apply(False, echo=console.say)
+    report.hooks = boothooks.installed(root)
+    record.save(status="boot hooks installed", startup=settings.startup, hooks=report.hooks)
+    apply_grub(grub_edit_plan(root, settings, release, request.initramfs), record, report, console)
+    record.save(status="ok", finished_at=now_iso())
+    return report
+
+
+def install_files(
+    files: KernelFiles,
+    artifacts: BuildArtifacts,
+    request: InstallRequest,
+    log: CommandLog,
+    grub: GrubFile,
+    record: InstallRecord,
+    report: InstallReport,
+    console: Console,
+) -> None:
+    """Modules and kernel into the root, then check what landed."""
+    root = files.root
+    before = files.present()
+
+    def backup_grub() -> None:
+        # installkernel (grubby) edits grub.conf: keep the file as it was before.
+        backup = backup_file(grub.path)
+        if not record.grub.get("backup"):
+            record.grub.update(path=grub.label, backup=root.system_path(backup))
+        record.save()
+
+    plan = plan_kernel_files(files, artifacts, request.initramfs, log, before_installkernel=backup_grub)
+    if plan:
+        record.save(status="installing kernel files")
+    try:
+        report.changes += plan.apply(False, echo=console.say)
+    finally:
+        report.files_added = [path for path in files.present() if path not in before]
+        record.add_files(report.files_added)
+        record.save()
+    report.notes += check_installed(files, artifacts, request.initramfs, log)
+    record.save(status="kernel files installed")
+
+
+def dry_run(
+    root: Root,
+    settings: Settings,
+    kernel_plan: Plan,
+    planned_grub: GrubPlan,
+    report: InstallReport,
+    console: Console,
+) -> InstallReport:
+    """Print the three plans; change nothing."""
+    report.changes += kernel_plan.apply(True, echo=console.say)
+    hooks = boothooks.plan_install(root, report.release, settings.startup)
+    report.changes += hooks.apply(True, echo=console.say)
+    if root_installkernel(root) is not None and any(change.command for change in kernel_plan):
+        report.notes.append(
+            "installkernel adds its own grub.conf entry first; the diff shown is for grub.conf as it is now"
+        )
+    report.changes += planned_grub.plan.apply(True, echo=console.say)
+    describe_grub(planned_grub, report)
+    report.hooks = boothooks.installed(root)
+    return report
+
+
+def grub_release(workdir: Workdir, release: str | None) -> str:
+    """``--release``, else the release of the last build."""
+    release = release or str(workdir.section("build").get("release") or "")
+    if not release:
+        raise UserError(
+            "which release? no --release and no build recorded in the work directory",
+            "pass --release RELEASE (e.g. 2.6.32-toa), as 'ls /boot/vmlinuz-*' shows",
+        )
+    return boothooks.check_release(release)
+
+
+def configure_grub(
+    settings: Settings,
+    release: str | None = None,
+    dry_run: bool = False,
+    console: Console | None = None,
+    euid: int | None = None,
+) -> InstallReport:
+    """``invoke grub``: only the grub.conf step, for a release already in /boot."""
+    console = console or Console()
+    root = Root.of(settings.root)
+    workdir = Workdir(settings.workdir)
+    release = grub_release(workdir, release)
+    files = KernelFiles(root, release)
+    problems = preflight.privileges(root, euid) + preflight.inside_root(root)
+    if not files.vmlinuz.is_file():
+        problems.append(
+            UserError(
+                f"{BOOT_DIR}/vmlinuz-{release} does not exist under {root.base}: GRUB could not boot it",
+                "run 'invoke install-kernel' (it installs the kernel, then edits grub.conf)",
+            )
+        )
+    initramfs = files.initramfs.is_file()
+    planned, grub_problems = check_grub(root, settings, release, initramfs)
+    preflight.require(problems + grub_problems)
+    assert planned is not None
+    record = InstallRecord(workdir, root, release)
+    report = InstallReport(release=release, root=str(root.base), dry_run=dry_run)
+    if not initramfs:
+        report.notes.append(f"no {BOOT_DIR}/initramfs-{release}.img: an added entry gets no initrd line")
+    if not files.toa_modules():
+        report.notes.append(f"no toa.ko under {MODULES_DIR}/{release}: that kernel runs without TOA")
+    if dry_run:
+        report.changes += planned.plan.apply(True, echo=console.say)
+        describe_grub(planned, report)
+        return report
+    apply_grub(planned, record, report, console)
+    return report

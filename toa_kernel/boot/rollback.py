@@ -1,0 +1,117 @@
+"""``invoke rollback``: undo install-kernel, leaving the kernel files in place.
+
+grub.conf comes back from the backup taken before the install when it still
+holds exactly what the install wrote; when someone changed it since, only
+``default=`` (and ``fallback=``) is pointed back at the previous kernel's entry.
+The startup hook and the cron job are removed (only files and lines carrying
+the project's marker). The installed vmlinuz, initramfs and modules stay: the
+next boot simply does not choose them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toa_kernel.boot import hooks as boothooks
+from toa_kernel.boot import preflight
+from toa_kernel.boot.grubstep import GrubFile, GrubPlan, plan_restore, write_problem
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import ToaError, UserError
+from toa_kernel.core.plan import Plan
+from toa_kernel.core.settings import Settings
+from toa_kernel.core.state import Workdir, now_iso
+from toa_kernel.system.rootfs import Root
+
+SECTION = "install"
+DONE_SECTION = "rollback"
+
+
+@dataclass
+class RollbackReport:
+    """What rollback did, or would do with ``--dry-run``."""
+
+    root: str
+    release: str | None = None
+    dry_run: bool = False
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    grub_conf: str | None = None
+    kept: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def rows(self) -> list[tuple[str, Any]]:
+        verb = "would change" if self.dry_run else "changed"
+        rows: list[tuple[str, Any]] = [
+            ("release", self.release or "-"),
+            ("root", self.root),
+            (verb, len(self.changes) or "nothing (nothing to roll back)"),
+            ("grub.conf", self.grub_conf or "-"),
+            ("kernel files kept", ", ".join(self.kept) or "-"),
+        ]
+        rows += [("note", note) for note in self.notes]
+        return rows
+
+
+def grub_step(root: Root, record: dict[str, Any]) -> tuple[GrubPlan | None, list[str], list[ToaError]]:
+    """The grub.conf restore (None when the install never touched grub.conf)."""
+    grub_record = record.get("grub") or {}
+    if not (grub_record.get("backup") or grub_record.get("previous_entry")):
+        return None, [], []
+    try:
+        grub = GrubFile.read(root)
+        planned, notes = plan_restore(grub, grub_record)
+    except UserError as exc:
+        return None, [], [exc]
+    problem = write_problem(grub.path, grub.label) if planned.plan else None
+    return planned, notes, [problem] if problem else []
+
+
+def rollback(
+    settings: Settings,
+    dry_run: bool = False,
+    console: Console | None = None,
+    euid: int | None = None,
+) -> RollbackReport:
+    """Undo what the manifest says install-kernel (or grub) did under ``settings.root``."""
+    console = console or Console()
+    root = Root.of(settings.root)
+    workdir = Workdir(settings.workdir)
+    record = workdir.section(SECTION)
+    report = RollbackReport(root=str(root.base), release=record.get("release"), dry_run=dry_run)
+    if record and record.get("root") not in (None, str(root.base)):
+        raise UserError(
+            f"the install recorded in {workdir.manifest_path} went into {record['root']}, not {root.base}",
+            f"run 'invoke rollback --root {record['root']}'",
+        )
+    problems = preflight.privileges(root, euid) + preflight.inside_root(root)
+    planned, notes, grub_problems = grub_step(root, record)
+    preflight.require(problems + grub_problems)
+    report.notes += notes
+    if not record:
+        report.notes.append(
+            "no install is recorded in the work directory: only marked boot hooks are removed"
+        )
+    hooks = boothooks.plan_remove(root)
+    plans = [p for p in (planned.plan if planned else None, hooks) if p is not None]
+    report.changes += apply_all(plans, dry_run, console)
+    if planned is not None:
+        report.grub_conf = planned.grub.label
+    report.kept = [path for path in record.get("files_added") or [] if root.path(path).exists()]
+    if preflight.running_release(root) == report.release and report.release:
+        report.notes.append(
+            f"{report.release} is running now: the previous kernel boots after the next reboot"
+        )
+    if record and not dry_run:
+        workdir.update_manifest(DONE_SECTION, {**record, "rolled_back_at": now_iso()})
+        workdir.update_manifest(SECTION, None)
+    return report
+
+
+def apply_all(plans: list[Plan], dry_run: bool, console: Console) -> list[str]:
+    changes: list[str] = []
+    for plan in plans:
+        changes += plan.apply(dry_run, echo=console.say)
+    return changes

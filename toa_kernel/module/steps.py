@@ -1,0 +1,436 @@
+"""Kernels 3.0 and later: build, install and roll back the out-of-tree TOA module.
+
+``build_module``: the module's source (a branch tarball of the vendor's
+repository, fetched and unpacked with the same code as the kernel source, or a
+local ``--src`` checkout) is copied into ``WORKDIR/builds/module-R/`` and built
+there with Kbuild against ``/lib/modules/R/build``; the checked ``.ko`` is
+recorded in the manifest (section ``module``, key ``builds``).
+``install_module`` installs a recorded build (``modinstall``);
+``rollback_module`` undoes it (``modrollback``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toa_kernel.core.console import Console
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.fileops import disk_error
+from toa_kernel.core.plan import Change, Plan
+from toa_kernel.core.settings import SHA256_RE, Settings, check_url
+from toa_kernel.core.state import Workdir, now_iso
+from toa_kernel.kernel.modinfo import ModuleInfo, check_vermagic, read_module_info
+from toa_kernel.module.boot import boot_files
+from toa_kernel.module.build import (
+    KbuildFacts,
+    check_module_era,
+    check_prereqs,
+    find_module_source,
+    gather_kbuild_facts,
+    kbuild,
+    kbuild_command,
+)
+from toa_kernel.module.distro import Distro, detect_distro, headers_package, install_command
+from toa_kernel.module.install import (
+    SECTION,
+    Recorder,
+    confirm_loaded,
+    gather_install_facts,
+    plan_install,
+    running_release,
+    stale_load_warning,
+)
+from toa_kernel.module.rollback import rollback_module as undo_install
+from toa_kernel.source import archive
+from toa_kernel.source.download import Downloader, file_name_of, sha256_of
+from toa_kernel.system.rootfs import Root
+
+NAT64_BRANCH = "IPv6"
+PRIMARY_MODULE = "toa"
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """Where the module's source comes from (at most one of ``src``/``tarball``)."""
+
+    src: Path | None = None
+    tarball: Path | None = None
+    url: str | None = None
+    sha256: str = ""
+    branch: str | None = None
+    nat64: bool = False
+
+    def chosen_branch(self, settings: Settings) -> str:
+        if self.nat64:
+            if self.branch and self.branch != NAT64_BRANCH:
+                raise UserError(
+                    f"--nat64 needs branch {NAT64_BRANCH}, but --branch says {self.branch}",
+                    "drop one of the two flags",
+                )
+            return NAT64_BRANCH
+        return self.branch or settings.module_branch
+
+    def chosen_url(self, settings: Settings) -> str:
+        template = self.url or settings.module_url
+        try:
+            url = template.format(branch=self.chosen_branch(settings))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(
+                f"module URL {template!r} is not a valid template ({exc})",
+                "use {branch} as the only placeholder, or none",
+            ) from exc
+        check_url(url)
+        return url
+
+
+def release_for_build(root: Root, release: str | None) -> str:
+    """``--release``, else the root's running kernel."""
+    chosen = release or running_release(root)
+    if not chosen:
+        raise UserError(
+            f"cannot tell which kernel to build for: {root.base} has no /proc/sys/kernel/osrelease",
+            "pass --release R (the 'uname -r' of the target kernel)",
+        )
+    check_release_name(chosen)
+    return chosen
+
+
+def check_release_name(release: str) -> None:
+    if "/" in release or release.startswith(".") or not release.strip() or release != release.strip():
+        raise UserError(f"{release!r} is not a kernel release", "pass the output of 'uname -r'")
+    check_module_era(release)
+
+
+def tree_digest(directory: Path) -> str:
+    """sha256 over the names and contents of a (small) source tree."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# --- prerequisites ------------------------------------------------------------
+
+
+def prerequisite_packages(facts: KbuildFacts) -> list[str]:
+    packages = list(facts.missing_tools)
+    if facts.kdir is None:
+        package = headers_package(facts.distro, facts.release)
+        if package:
+            packages.append(package)
+    return packages
+
+
+def install_prerequisites(root: Root, facts: KbuildFacts, console: Console, dry_run: bool) -> bool:
+    """Run the package manager for what is missing; True when it ran (or would)."""
+    packages = prerequisite_packages(facts)
+    if not packages:
+        return False
+    if not root.is_live:
+        raise UserError(
+            "--install-deps runs this machine's package manager, so it works only with --root /",
+            f"install {', '.join(packages)} into {root.base} yourself (chroot), then build again",
+        )
+    command = install_command(facts.distro, packages)
+    if command is None:
+        check_prereqs(facts)  # raises with the distribution's own advice
+        return False
+    plan = Plan("build-module")
+    plan.add(Change(f"install {', '.join(packages)}", lambda: run_package_manager(command), command=command))
+    plan.apply(dry_run, echo=console.say)
+    return True
+
+
+def run_package_manager(command: list[str]) -> None:
+    try:
+        code = subprocess.run(command, check=False).returncode
+    except FileNotFoundError as exc:
+        raise EnvironmentFailure(f"{command[0]} is not on PATH", "install the packages by hand") from exc
+    if code != 0:
+        raise EnvironmentFailure(
+            f"'{shlex.join(command)}' failed (exit {code})",
+            "read its output above; fix the package repositories and run again",
+        )
+
+
+# --- source ---------------------------------------------------------------------
+
+
+def fetch_source(
+    settings: Settings, workdir: Workdir, request: SourceRequest, console: Console, force: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Download (or copy) and unpack the module tarball; return the tree and its origin.
+
+    A tarball downloaded before from the same URL is reused (its sha256 checked
+    against the record and the pin); ``--tarball`` is always copied afresh.
+    """
+    branch = request.chosen_branch(settings)
+    url = request.tarball.resolve().as_uri() if request.tarball else request.chosen_url(settings)
+    dest = workdir.downloads / f"module-{branch}-{file_name_of(url, 'module.tar.gz')}"
+    digest = reusable_download(workdir, url, dest, request.sha256) if not (force or request.tarball) else None
+    if digest is None:
+        console.say(f"build-module: fetching {url}")
+        result = Downloader.from_settings(settings, console).fetch(
+            url, dest, sha256=request.sha256, check=archive.identify
+        )
+        digest = result.sha256
+    else:
+        console.say(f"build-module: using {dest} (downloaded before; --force fetches again)")
+    origin = {"url": url, "branch": branch, "tarball": str(dest), "sha256": digest}
+    section = workdir.section(SECTION)
+    section["download"] = origin
+    workdir.update_manifest(SECTION, section)
+    unpacked = archive.unpack(dest, workdir.src / f"module-{branch}", console)
+    return unpacked.tree, origin
+
+
+def reusable_download(workdir: Workdir, url: str, dest: Path, pin: str) -> str | None:
+    """The sha256 of an earlier download of ``url`` still intact at ``dest`` (else None)."""
+    recorded = workdir.section(SECTION).get("download") or {}
+    if recorded.get("url") != url or recorded.get("tarball") != str(dest) or not dest.is_file():
+        return None
+    digest = sha256_of(dest)
+    if digest != recorded.get("sha256"):
+        return None
+    if pin and digest != pin:
+        raise UserError(
+            f"{dest} (from {url}) has sha256 {digest}, but the pin says {pin}",
+            "check the pin, or pass --force to download it again",
+        )
+    return digest
+
+
+def stage_source(source: Path, build_dir: Path) -> Path:
+    """Copy the module's directory into the build directory (the checkout stays clean)."""
+    moddir = find_module_source(source)
+    staged = build_dir / "src"
+    try:
+        if staged.exists():
+            shutil.rmtree(staged)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(moddir, staged, symlinks=True)
+    except OSError as exc:
+        raise disk_error(exc, staged) from exc
+    return staged
+
+
+def primary_module(infos: list[ModuleInfo]) -> ModuleInfo:
+    """``toa`` when the build made it, else the only module built."""
+    for info in infos:
+        if info.name == PRIMARY_MODULE:
+            return info
+    if len(infos) == 1:
+        return infos[0]
+    names = ", ".join(info.name for info in infos)
+    raise UserError(f"the build made several modules ({names}) and none is named {PRIMARY_MODULE}")
+
+
+# --- build ----------------------------------------------------------------------
+
+
+def build_module(
+    settings: Settings,
+    request: SourceRequest,
+    console: Console,
+    *,
+    release: str | None = None,
+    install_deps: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Fetch, stage and build the module for ``release``; return the build record."""
+    if request.src and request.tarball:
+        raise UserError("--src and --tarball both name a source", "pass only one of them")
+    if request.sha256 and not SHA256_RE.match(request.sha256):
+        raise UserError(
+            f"sha256 pin {request.sha256!r} is not 64 hexadecimal digits",
+            "pass the digest printed by 'sha256sum FILE'",
+        )
+    root = Root.of(settings.root)
+    distro = detect_distro(root)
+    release = release_for_build(root, release)
+    facts = gather_kbuild_facts(root, release, distro)
+    installs = install_deps and install_prerequisites(root, facts, console, dry_run)
+    if installs and not dry_run:
+        facts = gather_kbuild_facts(root, release, distro)
+    if not (installs and dry_run):
+        check_prereqs(facts)
+    workdir = Workdir(settings.workdir)
+    if dry_run:
+        return dry_build(settings, request, facts, workdir, console)
+    workdir.ensure()
+    if request.src:
+        source, origin = Path(request.src).expanduser().resolve(), {"src": str(Path(request.src).resolve())}
+    else:
+        source, origin = fetch_source(settings, workdir, request, console, force)
+    build_dir = workdir.builds / f"module-{release}"
+    staged = stage_source(source, build_dir)
+    digest = tree_digest(staged)
+    previous = builds(workdir).get(release)
+    if previous and not force and previous.get("source_digest") == digest and reusable(previous, release):
+        console.say(f"build-module: {previous['ko']} is up to date for {release} (--force rebuilds)")
+        return previous
+    log_path = workdir.logs / f"module-{release}.log"
+    infos = kbuild(facts, staged, log_path, settings.effective_jobs, console)
+    module = primary_module(infos)
+    ko = build_dir / module.path.name
+    try:
+        shutil.copy2(module.path, ko)
+    except OSError as exc:
+        raise disk_error(exc, ko) from exc
+    record = {
+        "release": release,
+        "name": module.name,
+        "ko": str(ko),
+        "vermagic": module.vermagic.strip(),
+        "log": str(log_path),
+        "source": origin,
+        "source_digest": digest,
+        "distro": distro.label,
+        "built": now_iso(),
+    }
+    save_build(workdir, record)
+    return record
+
+
+def dry_build(
+    settings: Settings, request: SourceRequest, facts: KbuildFacts, workdir: Workdir, console: Console
+) -> dict[str, Any]:
+    """Print what a build would do; change nothing."""
+    plan = Plan("build-module")
+    if request.src:
+        source = str(find_module_source(Path(request.src)))
+    else:
+        source = str(request.tarball) if request.tarball else request.chosen_url(settings)
+        plan.add(Change(f"fetch and unpack {source} into {workdir.src}", lambda: None))
+    moddir = workdir.builds / f"module-{facts.release}" / "src"
+    command = kbuild_command(facts.kdir or facts.build_link, moddir, settings.effective_jobs)
+    plan.add(Change(f"copy the module source into {moddir} and build it", lambda: None, command=command))
+    plan.apply(True, echo=console.say)
+    return {"release": facts.release, "source": source, "dry_run": True}
+
+
+def reusable(record: dict[str, Any], release: str) -> bool:
+    try:
+        check_vermagic(read_module_info(Path(record["ko"])), release)
+    except (UserError, KeyError):
+        return False
+    return True
+
+
+def builds(workdir: Workdir) -> dict[str, Any]:
+    value = workdir.section(SECTION).get("builds") or {}
+    return value if isinstance(value, dict) else {}
+
+
+def save_build(workdir: Workdir, record: dict[str, Any]) -> None:
+    section = workdir.section(SECTION)
+    section.setdefault("builds", {})[record["release"]] = record
+    workdir.update_manifest(SECTION, section)
+
+
+# --- install and rollback -----------------------------------------------------------
+
+
+def release_for_install(root: Root, workdir: Workdir, release: str | None, ko: Path | None) -> str:
+    """``--release``; else the running kernel when it has a build; else the only build."""
+    if release:
+        return release
+    if ko is not None:
+        found = read_module_info(ko).release
+        if found:
+            return found
+    recorded = builds(workdir)
+    running = running_release(root)
+    if running and (running in recorded or not recorded):
+        return running
+    if len(recorded) == 1:
+        return next(iter(recorded))
+    choices = ", ".join(sorted(recorded)) or "none"
+    raise UserError(
+        f"cannot tell which kernel to install the module for (builds: {choices})",
+        "pass --release R",
+    )
+
+
+def module_file(workdir: Workdir, release: str, ko: Path | None) -> Path:
+    if ko is not None:
+        return Path(ko).expanduser().resolve()
+    record = builds(workdir).get(release)
+    if not record:
+        raise UserError(
+            f"no module was built for {release} in {workdir.path}",
+            f"run 'invoke build-module --release {release}' first (or pass --ko PATH)",
+        )
+    return Path(record["ko"])
+
+
+STYLE_NAMES = ("auto", "modules", "systemd", "none")
+
+
+def install_module(
+    settings: Settings,
+    console: Console,
+    *,
+    release: str | None = None,
+    ko: Path | None = None,
+    startup: str = "auto",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Install the built module under ``settings.root``; return what was done."""
+    if startup not in STYLE_NAMES:
+        raise UserError(f"startup style {startup!r} is not known", f"use one of: {', '.join(STYLE_NAMES)}")
+    root = Root.of(settings.root)
+    workdir = Workdir(settings.workdir)
+    distro = detect_distro(root)
+    release = release_for_install(root, workdir, release, ko)
+    check_release_name(release)
+    facts = gather_install_facts(root, release, module_file(workdir, release, ko), distro)
+    if startup != "auto":
+        facts.style = startup
+        facts.boot = boot_files(facts.name, startup)
+    if facts.style == "none":
+        console.warn(boot_advice(distro, facts.name))
+    warning = stale_load_warning(facts)
+    if warning:
+        console.warn(warning)
+    recorder = Recorder(workdir, root)
+    recorder.load()  # refuses a work directory that records an install under another root
+    plan = plan_install(facts, recorder)
+    if not dry_run:
+        workdir.ensure()
+    done = plan.apply(dry_run, echo=console.say)
+    loaded = None if dry_run else confirm_loaded(facts, console)
+    return {
+        "release": release,
+        "module": facts.name,
+        "vermagic": facts.module.vermagic.strip(),
+        "root": str(root.base),
+        "distribution": distro.label,
+        "startup": facts.style,
+        "boot_files": [f.path for f in facts.boot],
+        "loaded": loaded,
+        "changes": done,
+        "dry_run": dry_run,
+    }
+
+
+def boot_advice(distro: Distro, name: str) -> str:
+    return (
+        f"{distro.label} uses neither /etc/sysconfig/modules nor systemd: {name} is NOT loaded at boot; "
+        f"add 'modprobe {name}' to the boot scripts "
+        "(SLES 11: MODULES_LOADED_ON_BOOT in /etc/sysconfig/kernel)"
+    )
+
+
+def rollback_module(settings: Settings, console: Console, *, dry_run: bool = False) -> list[str]:
+    """Remove what install-module added under ``settings.root``."""
+    root = Root.of(settings.root)
+    return undo_install(root, Recorder(Workdir(settings.workdir), root), console, dry_run)

@@ -1,0 +1,116 @@
+"""What the running system says: /proc files, loaded modules, the kernel log.
+
+Small readers shared by verify's facts and the module steps; every path goes
+through a ``Root``, so a sandbox root holding a ``proc/`` tree works the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from toa_kernel.core.errors import EnvironmentFailure, ToaError
+from toa_kernel.core.layout import PROC_MODULES
+from toa_kernel.system.rootfs import Root
+
+LOG_FILES = ("/var/log/dmesg", "/var/log/messages")
+LOG_PATTERN = re.compile(r"\btoa\b", re.IGNORECASE)
+LOG_KEEP = 40
+LOG_TAIL_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class KernelLog:
+    """Kernel log lines that mention TOA, and where they were read."""
+
+    sources: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    problem: str = ""
+
+
+def read_text(root: Root, system_path: str, limit: int | None = None) -> str | None:
+    """A file's text (``None`` when it is missing or unreadable)."""
+    try:
+        with open(root.resolve(system_path), errors="replace") as handle:
+            return handle.read(limit) if limit else handle.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        return None
+
+
+def read_loaded_modules(root: Root) -> list[str] | None:
+    """Names of loaded modules (first column of ``/proc/modules``)."""
+    text = read_text(root, PROC_MODULES)
+    if text is None:
+        return None
+    return [line.split()[0] for line in text.splitlines() if line.split()]
+
+
+def read_kernel_log(root: Root, dmesg: Callable[[], str] | None = None) -> KernelLog:
+    """Lines mentioning TOA: ``dmesg`` on the live system, log files under another root."""
+    log = KernelLog()
+    if root.is_live:
+        try:
+            text = (dmesg or run_dmesg)()
+        except ToaError as exc:
+            log.problem = exc.message
+        else:
+            log.sources.append("dmesg")
+            log.lines = matching_lines(text.splitlines())
+            return log
+    for system_path in LOG_FILES:
+        path = root.resolve(system_path)
+        try:
+            lines = tail_lines(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue
+        except PermissionError:
+            log.problem = f"cannot read {system_path} (permission denied)"
+            continue
+        log.sources.append(system_path)
+        log.lines.extend(matching_lines(lines))
+    log.lines = log.lines[-LOG_KEEP:]
+    if not log.sources and not log.problem:
+        log.problem = "no kernel log found (" + ", ".join(LOG_FILES) + ")"
+    return log
+
+
+def run_dmesg() -> str:
+    """The live kernel ring buffer."""
+    program = shutil.which("dmesg")
+    if program is None:
+        raise EnvironmentFailure("the dmesg command is not installed")
+    try:
+        done = subprocess.run([program], capture_output=True, text=True, errors="replace", timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentFailure(f"dmesg failed: {exc}") from exc
+    if done.returncode != 0:
+        raise EnvironmentFailure(
+            f"dmesg failed: {done.stderr.strip() or 'exit status ' + str(done.returncode)}"
+        )
+    return done.stdout
+
+
+def tail_lines(path: Path) -> list[str]:
+    """The lines of the last ``LOG_TAIL_BYTES`` of a (possibly huge) log file."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        start = max(0, size - LOG_TAIL_BYTES)
+        handle.seek(start)
+        data = handle.read()
+    lines = data.decode(errors="replace").splitlines()
+    return lines[1:] if start and lines else lines
+
+
+def matching_lines(lines: Iterable[str]) -> list[str]:
+    kept: deque[str] = deque(maxlen=LOG_KEEP)
+    for line in lines:
+        if LOG_PATTERN.search(line):
+            kept.append(line.rstrip())
+    return list(kept)
