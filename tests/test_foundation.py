@@ -55,10 +55,10 @@ def test_flags_override_config_and_none_means_unset(project_dir):
     ("override", "words"),
     [
         ({"sha256": "abc"}, "64 hexadecimal"),
-        ({"option_code": 300}, "outside 1..255"),
-        ({"option_code": "x"}, "bad numeric"),
+        ({"option_code": 300}, "--option-code 300: is out of range"),
+        ({"option_code": "x"}, "--option-code 'x': is not a whole number"),
         ({"url": "ftp://host/file.tgz"}, "not an http"),
-        ({"extraversion": "-t oa"}, "EXTRAVERSION"),
+        ({"extraversion": "-t oa"}, "--extraversion '-t oa': has characters"),
         ({"jobs": -1}, "jobs"),
         ({"startup": "systemd"}, "startup style"),
     ],

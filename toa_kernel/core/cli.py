@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, TypeVar
 
-from invoke import Context
-from invoke.exceptions import Exit
+from invoke import Context, Executor
+from invoke.exceptions import Exit, UncastableEnvVar
 
 from toa_kernel.core.errors import ToaError
-from toa_kernel.core.settings import Settings
+from toa_kernel.core.settings import ENV_PREFIX, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,3 +48,32 @@ def reports_errors(task_function: F) -> F:
             raise Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class CheckedExecutor(Executor):
+    """invoke's executor, with its reading of ``INVOKE_*`` variables made safe.
+
+    invoke casts an environment variable to the type of the value it overrides
+    and raises ValueError (a traceback) when it cannot. The project's invoke.yaml
+    writes every value as text, so that does not happen to ``INVOKE_TOA_*``; a
+    config file of another level that sets a number can still bring it back, and
+    then this reports the variable, exit code 2. (Selected by ``tasks.executor_class``
+    in invoke.yaml.)
+    """
+
+    def execute(self, *tasks: Any) -> Any:
+        try:
+            self.config.load_shell_env()
+        except (ValueError, UncastableEnvVar) as exc:
+            names = (
+                " or ".join(name for name in sorted(os.environ) if name.startswith("INVOKE_")) or "INVOKE_*"
+            )
+            print(
+                f"error: an environment variable cannot be read as its setting's type ({exc})\n"
+                f"  fix: correct {names}; or, in the config file that gives that setting a number, write "
+                f'it as text (option_code: "254") so that toa-kernel checks {ENV_PREFIX}* values itself',
+                file=sys.stderr,
+                flush=True,
+            )
+            raise Exit(code=2) from None
+        return super().execute(*tasks)

@@ -1,25 +1,42 @@
-"""Typed settings read from invoke's config.
+"""Typed settings read from invoke's config, validated in one place.
 
-Defaults live in the project's ``invoke.yaml`` under ``toa:``; invoke layers
-``INVOKE_TOA_*`` environment variables and user/system config files over them,
+Defaults live in the project's ``invoke.yaml`` under ``toa:`` (written as text, so
+that invoke hands ``INVOKE_TOA_*`` environment variables over as text instead of
+casting them itself); invoke layers the environment and ``-f FILE`` over them,
 and task flags override the result (``Settings.from_config(config, url=...)``).
+
+Every value, whatever its origin, goes through the checker of its setting
+(``CHECKERS``): a bad one is a ``SettingError`` (exit code 2) whose message names
+the setting as the user gave it (``--option-code``, ``INVOKE_TOA_OPTION_CODE`` or
+``toa.option_code``), the value, and what it should be. The same checkers
+validate flags that are not settings (``--release``, ``--branch``, ``--port``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from toa_kernel.core.errors import UserError
+from toa_kernel.core.layout import KERNEL_VERSION, RELEASE_RE, UTS_LEN
 
 VENDOR_URL = "http://kb.linuxvirtualserver.org/images/3/34/Linux-2.6.32-220.23.1.el6.x86_64.rs.src.tar.gz"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 EXTRAVERSION_RE = re.compile(r"^[A-Za-z0-9._+~-]*$")
+INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
+ENV_PREFIX = "INVOKE_TOA_"
+# Flags whose name is not the setting's name with dashes.
+FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout"}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+MAX_BRANCH = 100
+EXTRAVERSION_MAX = UTS_LEN - len(KERNEL_VERSION)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,9 @@ class Settings:
     read_timeout: float = 60.0
     retries: int = 5
     backoff: float = 1.0
+    # Downloads: the most seconds one may take in all (retries included) and its largest size.
+    download_deadline: float = 7200.0
+    max_download_gib: float = 2.0
     # Declarative inputs of the pipeline, relative paths taken from project_dir.
     project_dir: Path = Path(".")
     patches_dir: Path = Path("patches")
@@ -56,30 +76,41 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
-        """Read the ``toa`` section of an invoke config, then apply non-None overrides."""
-        section: Mapping[str, Any] = {}
+        """Read the ``toa`` section of an invoke config, then apply non-None overrides (flags)."""
+        section: Any = {}
         if config is not None:
             section = config.get("toa", {}) or {}
+        if not isinstance(section, Mapping):
+            raise UserError(
+                f"the 'toa' section of the configuration is {type(section).__name__}, not a mapping",
+                "write it as 'toa:' followed by indented 'key: value' lines (see invoke.yaml)",
+            )
         values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         names = {f.name for f in fields(cls)}
         for key, value in dict(section).items():
             if key in names:
-                values[key] = value
+                values[key], origins[key] = value, "config"
         for key, value in overrides.items():
             if value is not None:
                 if key not in names:
                     raise TypeError(f"unknown setting {key!r}")
-                values[key] = value
-        return cls(**coerce(values)).validated()
+                values[key], origins[key] = value, "flag"
+        return cls(**coerce(values, origins))
 
     def with_(self, **changes: Any) -> Settings:
-        """A copy with some values changed (None means unchanged)."""
-        return replace(self, **coerce({k: v for k, v in changes.items() if v is not None})).validated()
+        """A copy with some values changed (None means unchanged), checked like flags."""
+        changed = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **coerce(changed, dict.fromkeys(changed, "flag")))
 
     @property
     def effective_jobs(self) -> int:
         """``jobs`` with 0 meaning one per CPU."""
         return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_gib * 1024**3)
 
     def input_dir(self, name: str) -> Path:
         """``patches_dir``/``configs_dir``/``grub_dir`` resolved against the project."""
@@ -92,72 +123,307 @@ class Settings:
         return [self.url, *[m for m in self.mirrors if m != self.url]]
 
     def validated(self) -> Settings:
-        for url in self.urls:
-            check_url(url)
-        if self.sha256 and not SHA256_RE.match(self.sha256):
-            raise UserError(
-                f"sha256 pin {self.sha256!r} is not 64 hexadecimal digits",
-                "pass the digest printed by 'sha256sum FILE' (or leave the pin empty)",
-            )
-        if not 0 < self.option_code < 256:
-            raise UserError(
-                f"TOA option code {self.option_code} is outside 1..255",
-                "use the TCP option kind your balancer sends (254 for Huawei Cloud ELB)",
-            )
-        if not EXTRAVERSION_RE.match(self.extraversion):
-            raise UserError(
-                f"EXTRAVERSION {self.extraversion!r} has characters a kernel release cannot hold",
-                "use letters, digits and . _ + ~ - only, e.g. -toa",
-            )
-        if self.jobs < 0:
-            raise UserError(f"jobs must be 0 (one per CPU) or more, not {self.jobs}")
-        if self.retries < 0 or self.connect_timeout <= 0 or self.read_timeout <= 0 or self.backoff < 0:
-            raise UserError("retries, timeouts and backoff must be positive numbers")
-        if self.startup not in ("modules", "rc.local"):
-            raise UserError(
-                f"startup style {self.startup!r} is not known",
-                "use 'modules' (/etc/sysconfig/modules/toa.modules) or 'rc.local'",
-            )
-        if self.lab_timeout <= 0:
-            raise UserError("lab_timeout must be a positive number of seconds")
+        """Check every value (for settings built directly rather than read from a config)."""
+        for item in fields(self):
+            CHECKERS[item.name](getattr(self, item.name), setting_name(item.name, "config"))
         return self
 
 
-def check_url(url: str) -> None:
+# --- naming a setting the way the user gave it ------------------------------------------
+
+
+def setting_name(key: str, origin: str = "config") -> str:
+    """``--flag`` for a flag, the environment variable when one is set, else ``toa.key``."""
+    if origin == "flag":
+        return FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+    env = ENV_PREFIX + key.upper()
+    if env in os.environ:
+        return f"{env} (toa.{key})"
+    return f"toa.{key} (invoke.yaml, -f FILE or {env})"
+
+
+class SettingError(UserError):
+    """A bad value for a setting or flag: names it, shows the value, says what it should be."""
+
+    def __init__(self, name: str, value: Any, problem: str, should: str) -> None:
+        super().__init__(f"{name} {shown(value)}: {problem}", should)
+        self.setting = name
+
+
+def shown(value: Any) -> str:
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def coerce(values: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
+    """Convert config/flag values (often text) into the field types, checking each."""
+    return {
+        key: CHECKERS[key](value, setting_name(key, origins.get(key, "config")))
+        for key, value in values.items()
+    }
+
+
+# --- checkers: (value, name) -> the value in its field's type ---------------------------
+
+
+def text_value(value: Any, name: str, should: str) -> str:
+    """A scalar as text (stripped); lists, mappings and control characters are refused."""
+    if isinstance(value, (list, tuple, dict, set)) or value is None:
+        raise SettingError(name, value, "is not a single value", should)
+    text = str(value).strip()
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise SettingError(name, value, "holds control characters (a newline, a tab, NUL)", should)
+    return text
+
+
+def number(
+    value: Any,
+    name: str,
+    *,
+    whole: bool,
+    low: float,
+    high: float,
+    should: str,
+    above_low: bool = False,
+) -> Any:
+    """An int (``whole``) or a finite float within ``low``..``high``."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool):
+        raise SettingError(name, value, f"is true/false, not {kind}", should)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        parsed: Any = value
+    else:
+        text = text_value(value, name, should)
+        try:
+            if whole:
+                if not INTEGER_RE.match(text):
+                    raise ValueError(text)
+                parsed = int(text)
+            else:
+                parsed = float(text)
+        except ValueError:
+            raise SettingError(name, value, f"is not {kind}", should) from None
+    if whole and isinstance(parsed, float):
+        if not (math.isfinite(parsed) and parsed.is_integer()):
+            raise SettingError(name, value, "is not a whole number", should)
+        parsed = int(parsed)
+    if not math.isfinite(parsed):
+        raise SettingError(name, value, "is not a finite number (NaN and infinities are refused)", should)
+    if parsed < low or parsed > high or (above_low and parsed == low):
+        raise SettingError(name, value, "is out of range", should)
+    return parsed if whole else float(parsed)
+
+
+def whole(low: int, high: int, should: str) -> Callable[[Any, str], int]:
+    return lambda value, name: number(value, name, whole=True, low=low, high=high, should=should)
+
+
+def decimal(low: float, high: float, should: str, above_low: bool = True) -> Callable[[Any, str], float]:
+    return lambda value, name: number(
+        value, name, whole=False, low=low, high=high, should=should, above_low=above_low
+    )
+
+
+def flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = text_value(value, name, "use true or false").lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise SettingError(name, value, "is not true or false", "use true/false (also: yes/no, on/off, 1/0)")
+
+
+def path_value(value: Any, name: str) -> Path:
+    text = str(value) if isinstance(value, Path) else text_value(value, name, "give a directory path")
+    if not text or "\0" in text:
+        raise SettingError(name, value, "is not a path", "give a directory path")
+    return Path(text).expanduser()
+
+
+def directory_to_create(value: Any, name: str) -> Path:
+    """A directory that may not exist yet; what exists of it must be directories."""
+    path = path_value(value, name)
+    existing = path
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is" if existing == path else f"lies under {existing}, which is"
+        raise SettingError(
+            name,
+            value,
+            f"{where} a file, not a directory",
+            "give a directory (it is created when missing), e.g. work",
+        )
+    return path
+
+
+def url_value(value: Any, name: str) -> str:
+    url = text_value(value, name, "give a full http://, https:// or file:// URL")
+    check_url(url, name)
+    return url
+
+
+def check_url(url: str, name: str = "--url") -> None:
     """Accept http, https and file URLs only."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.netloc):
-        raise UserError(
-            f"{url!r} is not an http(s):// or file:// URL",
-            "pass --url with a full URL, or --tarball PATH for a file already on this machine",
+        raise SettingError(
+            name,
+            url,
+            "is not an http(s):// or file:// URL",
+            "pass a full URL, or --tarball PATH for a file already on this machine",
         )
-
-
-def coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Convert config/flag values (often strings) into the field types."""
-    out = dict(values)
     try:
-        for key in ("option_code", "jobs", "retries"):
-            if key in out:
-                out[key] = int(out[key])
-        for key in ("min_free_gib", "connect_timeout", "read_timeout", "backoff", "lab_timeout"):
-            if key in out:
-                out[key] = float(out[key])
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad numeric setting: {exc}", "check invoke.yaml, INVOKE_TOA_* and flags") from exc
-    if "ccache" in out and isinstance(out["ccache"], str):
-        out["ccache"] = out["ccache"].strip().lower() in ("1", "true", "yes", "on")
-    for key in ("workdir", "root", "project_dir", "patches_dir", "configs_dir", "grub_dir"):
-        if key in out:
-            out[key] = Path(str(out[key])).expanduser()
-    if "mirrors" in out:
-        mirrors = out["mirrors"] or ()
-        if isinstance(mirrors, str):
-            mirrors = mirrors.replace(",", " ").split()
-        out["mirrors"] = tuple(str(m) for m in mirrors)
-    for key in ("url", "sha256", "extraversion", "kernel_args", "startup", "module_url", "module_branch"):
-        if key in out and out[key] is not None:
-            out[key] = str(out[key]).strip()
-    if "sha256" in out:
-        out["sha256"] = out["sha256"].lower()
-    return out
+        parsed.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise SettingError(name, url, "has a bad port number", "use host:PORT with PORT 1..65535") from None
+
+
+def mirrors_value(value: Any, name: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise SettingError(name, value, "is not a list of URLs", "separate mirror URLs with spaces or commas")
+    return tuple(url_value(item, name) for item in items)
+
+
+def sha256_value(value: Any, name: str) -> str:
+    pin = text_value(value, name, "pass the digest printed by 'sha256sum FILE'").lower()
+    if pin and not SHA256_RE.match(pin):
+        raise SettingError(
+            name,
+            value,
+            "is not 64 hexadecimal digits",
+            "pass the digest printed by 'sha256sum FILE' (or leave the pin empty)",
+        )
+    return pin
+
+
+def extraversion_value(value: Any, name: str) -> str:
+    should = f"use at most {EXTRAVERSION_MAX} letters, digits and . _ + ~ -, e.g. -toa"
+    text = text_value(value, name, should)
+    if not EXTRAVERSION_RE.match(text):
+        raise SettingError(name, value, "has characters a kernel release cannot hold", should)
+    if len(text) > EXTRAVERSION_MAX:
+        raise SettingError(
+            name,
+            value,
+            f"is {len(text)} characters long: the release {KERNEL_VERSION}{text[:8]}... would not fit in "
+            f"the kernel's {UTS_LEN}-byte UTS_RELEASE",
+            should,
+        )
+    return text
+
+
+def startup_value(value: Any, name: str) -> str:
+    should = "use 'modules' (/etc/sysconfig/modules/toa.modules) or 'rc.local'"
+    text = text_value(value, name, should)
+    if text not in ("modules", "rc.local"):
+        raise SettingError(name, value, "is not a known startup style", should)
+    return text
+
+
+def module_url_value(value: Any, name: str) -> str:
+    template = text_value(value, name, "give a URL with {branch} as the only placeholder")
+    try:
+        url = template.format(branch="master")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SettingError(
+            name, value, f"is not a valid template ({exc})", "use {branch} as the only placeholder, or none"
+        ) from None
+    check_url(url, name)
+    return template
+
+
+def ref_name_problem(ref: str) -> str | None:
+    """Why ``ref`` is not a branch name by ``git check-ref-format --branch`` (None: it is)."""
+    if not ref:
+        return "is empty"
+    if ref.startswith("-"):
+        return "starts with '-'"
+    if ref == "@":
+        return "is '@'"
+    bad = next((ch for ch in ref if ord(ch) < 0x20 or ord(ch) == 0x7F or ch in " ~^:?*[\\"), None)
+    if bad is not None:
+        return f"contains {bad!r}"
+    for forbidden in ("..", "@{", "//"):
+        if forbidden in ref:
+            return f"contains {forbidden!r}"
+    if ref.startswith("/") or ref.endswith("/"):
+        return "starts or ends with '/'"
+    if ref.endswith("."):
+        return "ends with '.'"
+    for part in ref.split("/"):
+        if part.startswith("."):
+            return f"has a part starting with '.' ({part!r})"
+        if part.endswith(".lock"):
+            return f"has a part ending in '.lock' ({part!r})"
+    if len(ref) > MAX_BRANCH:
+        return f"is longer than {MAX_BRANCH} characters"
+    return None
+
+
+def check_branch(value: Any, name: str = "--branch") -> str:
+    """A git branch name (the rules of ``git check-ref-format``); SettingError otherwise."""
+    should = "give a branch name of the module's repository, e.g. master or IPv6"
+    ref = text_value(value, name, should)
+    problem = ref_name_problem(ref)
+    if problem:
+        raise SettingError(name, value, f"is not a git branch name: it {problem}", should)
+    return ref
+
+
+def check_release(value: Any, name: str = "--release") -> str:
+    """A kernel release as ``uname -r`` prints it: safe in a file name, a shell line, grub.conf."""
+    should = "give the release as 'uname -r' prints it, e.g. 2.6.32-toa (letters, digits and . _ + ~ -)"
+    if not isinstance(value, str):
+        raise SettingError(name, value, "is not a kernel release name", should)
+    if not RELEASE_RE.fullmatch(value):
+        raise SettingError(name, value, "is not a kernel release name", should)
+    if len(value) > UTS_LEN:
+        raise SettingError(name, value, f"is longer than the kernel's {UTS_LEN}-byte release field", should)
+    return value
+
+
+def parse_int(value: Any, name: str, low: int, high: int, should: str) -> int:
+    """A whole-number flag that is not a setting (``--port``, ``--count``)."""
+    return int(number(value, name, whole=True, low=low, high=high, should=should))
+
+
+def parse_float(value: Any, name: str, low: float, high: float, should: str) -> float:
+    """A number flag that is not a setting (``--timeout`` of serve)."""
+    return float(number(value, name, whole=False, low=low, high=high, should=should))
+
+
+CHECKERS: dict[str, Callable[[Any, str], Any]] = {
+    "url": url_value,
+    "sha256": sha256_value,
+    "mirrors": mirrors_value,
+    "workdir": directory_to_create,
+    "root": path_value,
+    "extraversion": extraversion_value,
+    "option_code": whole(
+        1, 255, "use the TCP option kind your balancer sends, 1..255 (254 for Huawei Cloud ELB)"
+    ),
+    "jobs": whole(0, 1024, "use 0 (one per CPU) or a number of parallel jobs up to 1024"),
+    "min_free_gib": decimal(0, 1e9, "use the free disk the build needs in GiB, e.g. 5", above_low=False),
+    "connect_timeout": decimal(0, 3600, "use a number of seconds above 0, at most 3600, e.g. 15"),
+    "read_timeout": decimal(0, 3600, "use a number of seconds above 0, at most 3600, e.g. 60"),
+    "retries": whole(0, 100, "use a number of retries from 0 to 100, e.g. 5"),
+    "backoff": decimal(0, 3600, "use a number of seconds from 0 to 3600, e.g. 1", above_low=False),
+    "download_deadline": decimal(0, 7 * 86400, "use the seconds a download may take in all, e.g. 7200"),
+    "max_download_gib": decimal(0, 1024, "use the largest download in GiB, above 0 and at most 1024, e.g. 2"),
+    "project_dir": path_value,
+    "patches_dir": path_value,
+    "configs_dir": path_value,
+    "grub_dir": path_value,
+    "ccache": flag,
+    "kernel_args": lambda value, name: text_value(value, name, "use words like nohz=off separated by spaces"),
+    "startup": startup_value,
+    "lab_timeout": decimal(0, 86400, "use a number of seconds above 0, at most 86400, e.g. 60"),
+    "module_url": module_url_value,
+    "module_branch": check_branch,
+}
