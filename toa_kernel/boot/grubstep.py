@@ -21,7 +21,7 @@ from typing import Any
 
 from toa_kernel.boot import grubconf
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import backup_file
+from toa_kernel.core.fileops import backup_file, encode_text, file_kind, read_text
 from toa_kernel.core.layout import ETC_GRUB_CONF, GRUB_CONF, MENU_LST
 from toa_kernel.core.plan import Change, Plan, file_edit
 from toa_kernel.core.settings import Settings
@@ -36,11 +36,9 @@ POLICY_KEYS = {"initrd"}
 def read_input(path: Path) -> list[str]:
     """Lines of a ``grub/`` input file without comments and blank lines."""
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
@@ -97,17 +95,39 @@ def boot_entry_policy(settings: Settings) -> BootEntryPolicy:
     return policy
 
 
+CANDIDATES = (GRUB_CONF, ETC_GRUB_CONF, MENU_LST)
+
+
 def locate(root: Root) -> Path | None:
     """The real grub.conf under the root (links resolved inside it), or None."""
-    for system_path in (GRUB_CONF, ETC_GRUB_CONF, MENU_LST):
-        path = root.resolve(system_path)
+    for system_path in CANDIDATES:
+        path = root.resolve(system_path, hint=LINK_HINT)
         if path.is_file():
             return path
     return None
 
 
+LINK_HINT = (
+    f"make {ETC_GRUB_CONF} a link to ../boot/grub/grub.conf and {MENU_LST} a link to ./grub.conf "
+    f"(ls -l {ETC_GRUB_CONF} {GRUB_CONF} {MENU_LST} under the root shows them)"
+)
+
+
+def why_missing(root: Root) -> str:
+    """Why no candidate is a file: a dangling link or something that is not a file, named."""
+    for system_path in CANDIDATES:
+        host = root.path(system_path)
+        if host.is_symlink() and not root.resolve(system_path).exists():
+            target = os.readlink(host)
+            return f"{system_path} is a dangling symbolic link: it points to {target}, which does not exist"
+        real = root.resolve(system_path)
+        if real.exists() and not real.is_file():
+            return f"{system_path} is {file_kind(real.stat().st_mode)}, not a file"
+    return f"neither {GRUB_CONF} nor {ETC_GRUB_CONF} exists"
+
+
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+    return hashlib.sha256(encode_text(text)).hexdigest()
 
 
 @dataclass
@@ -127,14 +147,10 @@ class GrubFile:
         path = locate(root)
         if path is None:
             raise UserError(
-                f"no GRUB legacy configuration under {root.base}: neither {GRUB_CONF} nor {ETC_GRUB_CONF}",
-                "this step needs CentOS 6 / RHEL 6 with GRUB legacy; check --root",
+                f"no GRUB legacy configuration under {root.base}: {why_missing(root)}",
+                "this step needs CentOS 6 / RHEL 6 with GRUB legacy; check --root, or " + LINK_HINT,
             )
-        try:
-            text = path.read_text(errors="surrogateescape")
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror}", "run as root") from exc
-        return cls(root, path, text)
+        return cls(root, path, read_text(path))
 
     def parsed(self) -> Any:
         try:
@@ -260,7 +276,7 @@ def plan_restore(grub: GrubFile, record: dict[str, Any]) -> tuple[GrubPlan, list
     notes: list[str] = []
     backup = grub.root.path(record["backup"]) if record.get("backup") else None
     if backup is not None and backup.is_file() and sha256_text(grub.text) == record.get("written_sha256"):
-        text = backup.read_text(errors="surrogateescape")
+        text = read_text(backup)
         summary = f"restore {grub.label} as it was before the install (from {record['backup']})"
         result.plan.add(guarded_write(grub, text, summary, result.backups))
         return result, notes

@@ -29,6 +29,7 @@ from toa_kernel.core.fileops import atomic_write
 from toa_kernel.core.layout import BOOT_DIR, INSTALLKERNEL, MODULES_DIR
 from toa_kernel.core.plan import Change, Plan
 from toa_kernel.system.rootfs import Root
+from toa_kernel.system.runtime import read_text, tail_lines
 
 LOG_TAIL_LINES = 15
 
@@ -80,9 +81,8 @@ class KernelFiles:
         return sorted(self.modules_dir.rglob("toa.ko"))
 
     def dep_knows_toa(self) -> bool:
-        try:
-            text = self.modules_dep.read_text(errors="replace")
-        except OSError:
+        text = read_text(self.root, f"{MODULES_DIR}/{self.release}/modules.dep")
+        if text is None:
             return False
         return any(
             line.partition(":")[0].strip().rsplit("/", 1)[-1] == "toa.ko"
@@ -137,7 +137,7 @@ class CommandLog:
 
     def tail(self) -> str:
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            lines = tail_lines(self.log_path)
         except OSError:
             return ""
         return "\n".join(f"    {line}" for line in lines[-LOG_TAIL_LINES:])

@@ -19,6 +19,7 @@ from toa_kernel.core.errors import EnvironmentFailure, ToaError, ToolMissing, Us
 from toa_kernel.core.layout import BOOT_DIR, CRON_FILE, MODULES_DIR, MODULES_SCRIPT, PROC_OSRELEASE
 from toa_kernel.core.state import Workdir
 from toa_kernel.system.rootfs import Root
+from toa_kernel.system.runtime import read_text
 
 MiB = 1024 * 1024
 MARGIN_FACTOR = 1.25
@@ -131,10 +132,7 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
 
 def running_release(root: Root) -> str | None:
     """The release of the kernel running the root (``/proc/sys/kernel/osrelease``)."""
-    try:
-        return root.path(PROC_OSRELEASE).read_text().strip() or None
-    except OSError:
-        return None
+    return (read_text(root, PROC_OSRELEASE, limit=256) or "").strip() or None
 
 
 def privileges(root: Root, euid: int | None = None) -> list[ToaError]:

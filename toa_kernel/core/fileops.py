@@ -1,4 +1,10 @@
-"""Careful file writes, in the manner of grubby.
+"""Careful file reads and writes, in the manner of grubby.
+
+Every system file (grub.conf, boot hooks, rc.local, a tree's .config and
+Makefile) is read with ``read_bytes``/``read_text`` and written with
+``atomic_write``: text is decoded as UTF-8 with ``surrogateescape`` and no
+newline translation, so any byte (a CRLF line ending, a missing final newline,
+a Latin-1 comment) comes back out of ``encode_text`` exactly as it went in.
 
 ``atomic_write`` resolves symlinks and writes the link's target (replacing the
 link by a file would hide the change from whoever reads through the link), writes
@@ -13,7 +19,9 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +30,85 @@ from typing import Any
 from toa_kernel.core.errors import EnvironmentFailure, UserError
 
 BACKUP_TAG = ".toa-backup-"
+# Larger system files than this are refused: nothing we edit comes near it.
+MAX_SYSTEM_FILE = 16 * 1024 * 1024
+LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+
+
+def read_bytes(path: Path, limit: int = MAX_SYSTEM_FILE, *, truncate: bool = False) -> bytes:
+    """The bytes of a regular file (symlinks followed); a clear error for anything else
+    (a directory, a FIFO, a device: nothing blocks or reads forever).
+
+    A file over ``limit`` bytes is an error, or with ``truncate`` cut there.
+    FileNotFoundError is left to the caller (a missing file is often expected).
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}", "check the file and run as root") from None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path} is {file_kind(st.st_mode)}, not a regular file", f"check {path}")
+        data = read_upto(handle, limit + 1)
+    if len(data) > limit and truncate:
+        return data[:limit]
+    if len(data) > limit:
+        raise UserError(
+            f"{path} is larger than {limit // (1024 * 1024)} MiB: not the small text file expected there",
+            f"check {path}",
+        )
+    return data
+
+
+def read_upto(handle: Any, count: int) -> bytes:
+    """Up to ``count`` bytes, read in pieces (/proc refuses one huge read with ENOMEM)."""
+    chunks: list[bytes] = []
+    left = count
+    while left > 0:
+        chunk = handle.read(min(left, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def file_kind(mode: int) -> str:
+    """'a directory', 'a FIFO', ... for a stat mode."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISREG, "a regular file"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes as text that ``encode_text`` turns back into exactly the same bytes."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def encode_text(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def lines_of(text: str) -> list[str]:
+    """Lines split at ``\n`` only, each with its ending (``\r\n`` stays whole); joined back
+    they are ``text`` again. (``str.splitlines`` also splits at form feeds and the like.)"""
+    return LINE_RE.findall(text)
+
+
+def read_text(path: Path, limit: int = MAX_SYSTEM_FILE) -> str:
+    """A system file's text, byte for byte (no newline translation)."""
+    return decode_text(read_bytes(path, limit))
 
 
 def fsync_dir(directory: Path) -> None:
@@ -41,12 +128,17 @@ def resolve_target(path: Path) -> Path:
     return path.parent.resolve() / path.name
 
 
-def disk_error(exc: OSError, path: Path) -> EnvironmentFailure:
-    """Turn an OSError from a write into a clear environment error."""
+def disk_error(exc: OSError, path: Path, where: Path | None = None) -> EnvironmentFailure:
+    """Turn an OSError from a write into a clear environment error.
+
+    ``where``: a directory that still exists after the failure, named in the fix
+    (``path`` may lie in a temporary directory the caller removes).
+    """
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        place = where or path.parent
         return EnvironmentFailure(
             f"no space left on the device while writing {path}",
-            f"free space on the filesystem holding {path.parent} (df -h {path.parent}) and run again",
+            f"free space on the filesystem holding {place} (df -h {place}) and run again",
         )
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFailure(
@@ -68,7 +160,7 @@ def atomic_write(
     ``mode`` applies to a new file; an existing file keeps its mode and owner.
     """
     target = resolve_target(path) if follow_symlinks else Path(path)
-    payload = data.encode() if isinstance(data, str) else data
+    payload = encode_text(data) if isinstance(data, str) else data
     directory = target.parent
     try:
         st = target.stat()
@@ -110,22 +202,36 @@ def atomic_write_json(path: Path, document: Any) -> Path:
     return atomic_write(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
+# Free space a download or unpack leaves on its filesystem: 64 MiB, or a twentieth of a small one.
+RESERVE_BYTES = 64 << 20
+
+
+def free_space_budget(directory: Path) -> tuple[int, int]:
+    """(bytes that may still be written into ``directory``'s filesystem, the reserve kept free)."""
+    st = os.statvfs(directory)
+    reserve = min(RESERVE_BYTES, st.f_blocks * st.f_frsize // 20)
+    return max(0, st.f_bavail * st.f_frsize - reserve), reserve
+
+
 def timestamp() -> str:
     """A UTC timestamp usable in file names: 20261122T043100Z."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def backup_file(path: Path) -> Path:
+def backup_file(path: Path, hidden: bool = False) -> Path:
     """Copy ``path`` (symlinks resolved) to a timestamped backup beside it.
 
     The copy keeps mode and owner (grub.conf can hold a password hash) and is
-    fsynced before this returns. Returns the backup's path.
+    fsynced before this returns. ``hidden`` starts its name with a dot, for
+    directories whose every file is read (cron ignores dot files in cron.d).
+    Returns the backup's path.
     """
     source = resolve_target(path)
-    backup = source.with_name(f"{source.name}{BACKUP_TAG}{timestamp()}")
+    prefix = "." if hidden else ""
+    backup = source.with_name(f"{prefix}{source.name}{BACKUP_TAG}{timestamp()}")
     counter = 1
     while backup.exists():
-        backup = source.with_name(f"{source.name}{BACKUP_TAG}{timestamp()}.{counter}")
+        backup = source.with_name(f"{prefix}{source.name}{BACKUP_TAG}{timestamp()}.{counter}")
         counter += 1
     st = source.stat()
     try:

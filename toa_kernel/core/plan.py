@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toa_kernel.core.fileops import atomic_write
+from toa_kernel.core.fileops import atomic_write, encode_text, lines_of, read_text
 
 
 def unified_diff(old: str, new: str, label: str) -> str:
     """A unified diff of two texts, labelled like ``diff -u a/label b/label``."""
     lines = difflib.unified_diff(
-        old.splitlines(keepends=True),
-        new.splitlines(keepends=True),
+        lines_of(old),
+        lines_of(new),
         fromfile=f"a/{label}",
         tofile=f"b/{label}",
     )
@@ -99,16 +99,23 @@ def file_edit(
 ) -> Change | None:
     """A ``Change`` that atomically replaces ``path`` by ``new_text``.
 
-    Returns ``None`` when the file already holds exactly ``new_text``: nothing
-    to do. ``before`` runs first (a backup, for example).
+    The file is compared and written byte for byte (``fileops.read_text``):
+    lines the edit does not touch keep their endings and bytes. Returns ``None``
+    when the file already holds exactly ``new_text``: nothing to do. ``before``
+    runs first (a backup, for example).
     """
-    old_text = path.read_text(errors="surrogateescape") if path.exists() else ""
-    if path.exists() and old_text == new_text:
+    try:
+        old_text: str | None = read_text(path)
+    except FileNotFoundError:
+        old_text = None
+    if old_text == new_text:
         return None
 
     def write() -> None:
         if before is not None:
             before()
-        atomic_write(path, new_text.encode(errors="surrogateescape"), mode=mode)
+        atomic_write(path, encode_text(new_text), mode=mode)
 
-    return Change(summary=summary, action=write, diff=unified_diff(old_text, new_text, label or str(path)))
+    return Change(
+        summary=summary, action=write, diff=unified_diff(old_text or "", new_text, label or str(path))
+    )

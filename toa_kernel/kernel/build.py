@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
-from toa_kernel.core.fileops import backup_file
-from toa_kernel.core.layout import BZIMAGE, TOA_HEADER, TOA_MODULE_OBJECT
+from toa_kernel.core.fileops import backup_file, file_kind, read_text
+from toa_kernel.core.layout import BZIMAGE, TOA_HEADER, TOA_MODULE_OBJECT, UTS_LEN
 from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
@@ -343,15 +343,24 @@ def preflight(ctx: BuildContext, report: StepReport) -> None:
 
 def check_tree_shape(tree: Path) -> None:
     makefile = tree / kernel_tree.TOP_MAKEFILE
-    if not makefile.is_file() or not kernel_tree.is_kernel_makefile(makefile.read_text(errors="replace")):
+    if not makefile.is_file() or not kernel_tree.is_kernel_makefile(
+        kernel_tree.read_tree_file(tree, kernel_tree.TOP_MAKEFILE)
+    ):
         raise UserError(
             f"{tree} is not a kernel source tree (no top Makefile with VERSION, PATCHLEVEL, SUBLEVEL)",
             "pass the tree's top directory, or run 'invoke fetch --force' to unpack the vendor's source",
         )
-    if not (tree / kernel_tree.DOT_CONFIG).is_file():
+    config = tree / kernel_tree.DOT_CONFIG
+    if config.exists() and not config.is_file():
+        raise UserError(
+            f"{config} is {file_kind(config.stat().st_mode)}, not the kernel's .config file",
+            f"move it aside (mv {config} {config}.not-a-config), then copy a 2.6.32 config into place: "
+            f"cp /boot/config-$(uname -r) {config}",
+        )
+    if not config.is_file():
         raise UserError(
             f"{tree} has no .config (the vendor's source ships one)",
-            f"copy a 2.6.32 config into place: cp /boot/config-$(uname -r) {tree}/.config",
+            f"copy a 2.6.32 config into place: cp /boot/config-$(uname -r) {config}",
         )
 
 
@@ -370,6 +379,24 @@ def check_toa_sources(tree: Path, settings: Settings) -> None:
         )
     makefile = kernel_tree.read_tree_file(tree, kernel_tree.TOP_MAKEFILE)
     kernel_tree.set_extraversion(makefile, settings.extraversion)
+    check_release_length(tree, makefile, settings.extraversion)
+
+
+def check_release_length(tree: Path, makefile: str, extraversion: str) -> None:
+    """The release (VERSION.PATCHLEVEL.SUBLEVEL, EXTRAVERSION, CONFIG_LOCALVERSION) must fit the
+    kernel's UTS_RELEASE, or the build fails late with a message that cannot help."""
+    version = kernel_tree.kernel_version(makefile) or ""
+    config = kernel_tree.config_values(kernel_tree.read_tree_file(tree, kernel_tree.DOT_CONFIG))
+    local = (config.get("CONFIG_LOCALVERSION") or "").strip('"')
+    release = f"{version}{extraversion}{local}"
+    if len(release) > UTS_LEN:
+        raise UserError(
+            f"the release {release[:40]}... would be {len(release)} characters: more than the kernel's "
+            f"{UTS_LEN}-byte UTS_RELEASE (EXTRAVERSION {len(extraversion)}, "
+            f"CONFIG_LOCALVERSION {len(local)})",
+            f"use a shorter --extraversion (toa.extraversion), at most {UTS_LEN - len(version) - len(local)} "
+            "characters here",
+        )
 
 
 def check_tools(need_patch: bool) -> None:
@@ -405,7 +432,7 @@ def load_fragments(configs_dir: Path) -> tuple[dict[str, str | None], list[dict[
     values: dict[str, str | None] = {}
     recorded = []
     for path in files:
-        values.update(kernel_tree.parse_fragment(path.read_text(errors="replace"), str(path)))
+        values.update(kernel_tree.parse_fragment(read_text(path), str(path)))
         recorded.append({"path": str(path), "sha256": sha256_of(path)})
     return values, recorded
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from toa_kernel.core.errors import UserError
+from toa_kernel.core.fileops import read_text
 from toa_kernel.core.layout import TOA_HEADER
 from toa_kernel.core.plan import Change, file_edit
 
@@ -29,6 +30,8 @@ TOP_MAKEFILE = "Makefile"
 DOT_CONFIG = ".config"
 TOA_WIRING_LINE = "obj-$(CONFIG_TOA)\t\t+= toa/\n"
 INSTALL_HINT = "unpack the vendor's source again with 'invoke fetch --force'"
+# The largest tree file edited here (.config of a distribution kernel: about 100 KiB).
+MAX_TREE_FILE = 16 * 1024 * 1024
 
 # `#define TCPOPT_TOA 254`, any blanks, decimal or hex value, optional comment.
 OPTION_RE = re.compile(
@@ -280,17 +283,26 @@ def lost_values(config_text: str, fragment: Fragment) -> list[tuple[str, str | N
 
 
 def read_tree_file(tree: Path, relative: str) -> str:
-    """A text file of the tree; a clear error when it is missing."""
+    """A text file of the tree, byte for byte (``fileops.read_text``); a clear error when it
+    is missing or not a file."""
     path = tree / relative
     try:
-        return path.read_text(errors="surrogateescape")
+        return read_text(path, limit=MAX_TREE_FILE)
     except FileNotFoundError:
         raise UserError(
             f"{relative} is missing from the kernel tree {tree}",
             f"the tree is incomplete or not the LVS real-server source; {INSTALL_HINT}",
         ) from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, expected a file", INSTALL_HINT) from None
+    except UserError as exc:
+        raise UserError(f"{exc.message} (expected the tree's {relative})", INSTALL_HINT) from None
+
+
+def kernel_version(makefile_text: str) -> str | None:
+    """VERSION.PATCHLEVEL.SUBLEVEL of a top Makefile (None when a line is missing)."""
+    found = {m.group(1): m.group(0).split("=", 1)[1].strip() for m in VERSION_LINE_RE.finditer(makefile_text)}
+    if set(found) != {"VERSION", "PATCHLEVEL", "SUBLEVEL"}:
+        return None
+    return f"{found['VERSION']}.{found['PATCHLEVEL']}.{found['SUBLEVEL']}"
 
 
 def verified(action: Callable[[], object], check: Callable[[], None]) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toa_kernel.core.errors import EnvironmentFailure, UserError
-from toa_kernel.core.fileops import atomic_write, atomic_write_json
+from toa_kernel.core.fileops import atomic_write, atomic_write_json, read_text
 from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, WorkLock, now_iso
@@ -192,7 +192,7 @@ def read_grub_conf(root: Root) -> str:
             f"no {GRUB_CONF} under {root.base}",
             "pass --root with a system 'invoke install-kernel' wrote (it has /boot/grub/grub.conf)",
         )
-    return path.read_text(errors="surrogateescape")
+    return read_text(path)  # byte for byte: a CRLF grub.conf keeps its CRs
 
 
 def lab_facts(report: ConsoleReport, conf_text: str, image: Path) -> Facts:

@@ -19,8 +19,11 @@ import shlex
 from dataclasses import dataclass
 
 from toa_kernel.system.rootfs import Root
+from toa_kernel.system.runtime import read_text
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+# os-release and its kin are a few lines; never read more than this of them.
+RELEASE_FILE_LIMIT = 64 * 1024
 REDHAT_RELEASE = "/etc/redhat-release"
 SUSE_RELEASE = "/etc/SuSE-release"
 DEBIAN_VERSION = "/etc/debian_version"
@@ -122,20 +125,20 @@ def from_suse_release(text: str) -> Distro:
 def detect_distro(root: Root) -> Distro:
     """The distribution installed under ``root``."""
     for system_path in OS_RELEASE:
-        path = root.resolve(system_path)
-        if path.is_file():
-            return from_os_release(path.read_text(errors="replace"))
+        text = read_text(root, system_path, limit=RELEASE_FILE_LIMIT)
+        if text is not None:
+            return from_os_release(text)
     readers = (
         (REDHAT_RELEASE, from_redhat_release),
         (SUSE_RELEASE, from_suse_release),
     )
     for system_path, reader in readers:
-        path = root.resolve(system_path)
-        if path.is_file():
-            return reader(path.read_text(errors="replace"))
-    path = root.resolve(DEBIAN_VERSION)
-    if path.is_file():
-        return Distro("debian", "debian", path.read_text(errors="replace").strip(), "")
+        text = read_text(root, system_path, limit=RELEASE_FILE_LIMIT)
+        if text is not None:
+            return reader(text)
+    text = read_text(root, DEBIAN_VERSION, limit=RELEASE_FILE_LIMIT)
+    if text is not None:
+        return Distro("debian", "debian", text.strip(), "")
     return Distro("unknown", "unknown")
 
 

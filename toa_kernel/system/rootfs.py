@@ -51,12 +51,13 @@ class Root:
         relative = Path(path).relative_to(self.base)
         return "/" + relative.as_posix() if relative.parts else "/"
 
-    def resolve(self, system_path: str) -> Path:
+    def resolve(self, system_path: str, hint: str = "") -> Path:
         """Resolve symlinks of ``system_path`` *inside* the root.
 
         Absolute link targets are taken relative to the root (as a chroot would),
         so ``ROOT/etc/grub.conf -> ../boot/grub/grub.conf`` and
         ``-> /boot/grub/grub.conf`` both land on ``ROOT/boot/grub/grub.conf``.
+        A loop of links is a UserError whose fix is ``hint`` (or a generic one).
         """
         parts = list(PurePosixPath(system_path).relative_to("/").parts)
         current = PurePosixPath("/")
@@ -73,7 +74,11 @@ class Root:
             if host.is_symlink():
                 hops += 1
                 if hops > 40:
-                    raise UserError(f"too many levels of symbolic links at {candidate}")
+                    raise UserError(
+                        f"{system_path} under {self.base} cannot be resolved: the symbolic links at "
+                        f"{candidate} form a loop (more than 40 links)",
+                        hint or f"look at the links with 'ls -l {host}' and point one of them at a real file",
+                    )
                 target = PurePosixPath(os.readlink(host))
                 if target.is_absolute():
                     current = PurePosixPath("/")

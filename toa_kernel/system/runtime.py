@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections import deque
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toa_kernel.core.errors import EnvironmentFailure, ToaError
+from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
+from toa_kernel.core.fileops import read_bytes
 from toa_kernel.core.layout import PROC_MODULES
 from toa_kernel.system.rootfs import Root
 
@@ -24,6 +26,8 @@ LOG_FILES = ("/var/log/dmesg", "/var/log/messages")
 LOG_PATTERN = re.compile(r"\btoa\b", re.IGNORECASE)
 LOG_KEEP = 40
 LOG_TAIL_BYTES = 32 * 1024 * 1024
+# /proc files and the like are small; more than this is not what they should hold.
+MAX_TEXT = 8 * 1024 * 1024
 
 
 @dataclass
@@ -36,12 +40,13 @@ class KernelLog:
 
 
 def read_text(root: Root, system_path: str, limit: int | None = None) -> str | None:
-    """A file's text (``None`` when it is missing or unreadable)."""
+    """A file's text, at most ``limit`` bytes of it (default ``MAX_TEXT``); ``None`` when it is
+    missing, unreadable or not a regular file (a FIFO or device under a root is never read)."""
     try:
-        with open(root.resolve(system_path), errors="replace") as handle:
-            return handle.read(limit) if limit else handle.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        data = read_bytes(root.resolve(system_path), limit or MAX_TEXT, truncate=True)
+    except (FileNotFoundError, UserError):
         return None
+    return data.decode("utf-8", "replace")
 
 
 def read_loaded_modules(root: Root) -> list[str] | None:
@@ -98,12 +103,18 @@ def run_dmesg() -> str:
 
 
 def tail_lines(path: Path) -> list[str]:
-    """The lines of the last ``LOG_TAIL_BYTES`` of a (possibly huge) log file."""
-    with open(path, "rb") as handle:
+    """The lines of the last ``LOG_TAIL_BYTES`` of a (possibly huge) log file.
+
+    Only a regular file is read (a FIFO or a device there is "not found"), never more
+    than ``LOG_TAIL_BYTES``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(path)
         size = handle.seek(0, os.SEEK_END)
         start = max(0, size - LOG_TAIL_BYTES)
         handle.seek(start)
-        data = handle.read()
+        data = handle.read(LOG_TAIL_BYTES)
     lines = data.decode(errors="replace").splitlines()
     return lines[1:] if start and lines else lines
 

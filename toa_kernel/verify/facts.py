@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from toa_kernel.core.errors import ToaError
+from toa_kernel.core.errors import ToaError, UserError
+from toa_kernel.core.fileops import read_text as exact_text
 from toa_kernel.core.layout import (
     BOOT_DIR,
     CRON_FILE,
@@ -42,7 +43,7 @@ from toa_kernel.core.layout import (
 )
 from toa_kernel.core.state import now_iso
 from toa_kernel.system.rootfs import Root
-from toa_kernel.system.runtime import KernelLog, read_kernel_log, read_loaded_modules, read_text
+from toa_kernel.system.runtime import MAX_TEXT, KernelLog, read_kernel_log, read_loaded_modules, read_text
 
 SCHEMA_VERSION = 1
 TOA_STATS_ROWS = (
@@ -272,9 +273,10 @@ def read_grub(root: Root) -> GrubFacts:
         return GrubFacts(path=GRUB_CONF, found=False, problem=f"no {GRUB_CONF} (nor {ETC_GRUB_CONF})")
     system_path = root.system_path(path)
     try:
-        text = path.read_text(errors="surrogateescape")
-    except OSError as exc:
-        return GrubFacts(path=system_path, found=False, problem=f"cannot read it: {exc.strerror}")
+        text = exact_text(path)
+    except (OSError, UserError) as exc:
+        reason = exc.message if isinstance(exc, UserError) else exc.strerror
+        return GrubFacts(path=system_path, found=False, problem=f"cannot read it: {reason}")
     saved = read_text(root, SAVED_DEFAULT, limit=64)
     return grub_facts_from_text(text, system_path, saved_default_text=saved)
 
@@ -413,7 +415,7 @@ def config_ipv6(config_text: str | None) -> str | None:
 def read_gzip_text(path: Path) -> str | None:
     try:
         with gzip.open(path, "rt", errors="replace") as handle:
-            return handle.read()
+            return handle.read(MAX_TEXT)  # bounded: a gzip bomb under a root stops here
     except (OSError, EOFError):
         return None
 
@@ -443,11 +445,7 @@ def file_fact(root: Root, system_path: str) -> FileFact:
         kind = "other"
     text = None
     if kind == "file":
-        try:
-            with open(path, errors="replace") as handle:
-                text = handle.read(FILE_TEXT_LIMIT)
-        except PermissionError:
-            text = None
+        text = read_text(root, system_path, limit=FILE_TEXT_LIMIT)
     return FileFact(
         path=system_path,
         kind=kind,
