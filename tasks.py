@@ -7,7 +7,7 @@ flags), calls one function of the ``toa_kernel`` package and prints the result.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,17 @@ from invoke.exceptions import Exit
 
 from toa_kernel.core.cli import is_dry, reports_errors, settings_for
 from toa_kernel.core.console import Console
-from toa_kernel.core.settings import Settings
-from toa_kernel.core.state import Workdir, WorkLock
+from toa_kernel.core.layout import SYSTEM_LOCK
+from toa_kernel.core.settings import (
+    Settings,
+    check_branch,
+    check_release,
+    directory_to_create,
+    parse_float,
+    parse_int,
+    sha256_value,
+)
+from toa_kernel.core.state import SystemLock, Workdir, WorkLock
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -38,9 +47,26 @@ def console(quiet: bool = False, json: bool = False) -> Console:
     return Console(quiet=quiet, json_mode=json)
 
 
-def locked_unless_dry(s: Settings, dry: bool, out: Console) -> AbstractContextManager[object]:
-    """The work-directory lock for a run that changes things (a dry run changes nothing)."""
-    return nullcontext() if dry else WorkLock(Workdir(s.workdir), echo=out.say)
+def locked_unless_dry(
+    s: Settings, dry: bool, out: Console, system: bool = False
+) -> AbstractContextManager[object]:
+    """The work-directory lock for a run that changes things (a dry run changes nothing);
+    with ``system``, also the lock of the system under ``--root`` the run changes."""
+    if dry:
+        return nullcontext()
+    stack = ExitStack()
+    stack.enter_context(WorkLock(Workdir(s.workdir), echo=out.say))
+    if system:
+        from toa_kernel.system.rootfs import Root
+
+        root = Root.of(s.root)
+        stack.enter_context(SystemLock(root.resolve(SYSTEM_LOCK), root.base, echo=out.say))
+    return stack
+
+
+def release_flag(release: str | None) -> str | None:
+    """``--release``, checked like every setting (None when not given)."""
+    return check_release(release) if release is not None else None
 
 
 # === fetch ===================================================================
@@ -198,6 +224,8 @@ def show_install(out: Console, title: str, report: Any, json: bool) -> None:
         "no_initramfs": "install without an initramfs (no installkernel/dracut; must boot without one)",
         "startup": "how toa is loaded at boot: modules (/etc/sysconfig/modules/toa.modules) or rc.local",
         "kernel_args": "more kernel arguments for the TOA entry, besides grub/kernel-args (e.g. 'quiet')",
+        "take_over_hooks": "overwrite /etc/cron.d/toa or /etc/sysconfig/modules/toa.modules even when "
+        "toa-kernel did not write them: each is backed up first, and rollback restores it exactly",
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -213,6 +241,7 @@ def install_kernel(
     no_initramfs: bool = False,
     startup: str | None = None,
     kernel_args: str | None = None,
+    take_over_hooks: bool = False,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
@@ -226,8 +255,14 @@ def install_kernel(
     s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    request = InstallRequest(release=release, force=force, initramfs=not no_initramfs, dry_run=dry)
-    with locked_unless_dry(s, dry, out):
+    request = InstallRequest(
+        release=release_flag(release),
+        force=force,
+        initramfs=not no_initramfs,
+        dry_run=dry,
+        take_over_hooks=take_over_hooks,
+    )
+    with locked_unless_dry(s, dry, out, system=True):
         report = run_install(s, request, out)
     title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
     show_install(out, title, report, json)
@@ -259,8 +294,8 @@ def grub(
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out):
-        report = configure_grub(s, release, dry_run=dry, console=out)
+    with locked_unless_dry(s, dry, out, system=True):
+        report = configure_grub(s, release_flag(release), dry_run=dry, console=out)
     show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
 
 
@@ -288,7 +323,7 @@ def rollback(
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out):
+    with locked_unless_dry(s, dry, out, system=True):
         report = run_rollback(s, dry_run=dry, console=out)
     show_install(out, "rollback: dry run, nothing changed" if dry else "rollback: done", report, json)
 
@@ -330,7 +365,7 @@ def verify(
     code = verifying.run(
         s,
         console(quiet, json or collect),
-        release=release,
+        release=release_flag(release),
         facts_file=facts,
         collect=collect,
         checks=checks,
@@ -354,10 +389,10 @@ def verify(
 @reports_errors
 def serve(
     c: Context,
-    port: int = 8000,
+    port: str = "8000",
     bind: str = "0.0.0.0",
-    count: int = 0,
-    timeout: float = 0.0,
+    count: str = "0",
+    timeout: str = "0",
     root: str | None = None,
     json: bool = False,
     quiet: bool = False,
@@ -369,7 +404,12 @@ def serve(
     s = settings(c, root=root)
     out = console(quiet, json)
     report = serving.serve(
-        Root.of(s.root), out, bind=bind, port=int(port), count=int(count), timeout=float(timeout)
+        Root.of(s.root),
+        out,
+        bind=bind,
+        port=parse_int(port, "--port", 0, 65535, "use a TCP port 1..65535 (0 picks a free one)"),
+        count=parse_int(count, "--count", 0, 10**9, "use 0 (no limit) or a number of requests"),
+        timeout=parse_float(timeout, "--timeout", 0, 10**7, "use 0 (no limit) or a number of seconds"),
     )
     serving.show(report, out, json)
 
@@ -413,7 +453,7 @@ def lab(
     result = lab_for_settings(
         s,
         scenario=scenario,
-        release=release,
+        release=release_flag(release),
         kernel=Path(kernel) if kernel else None,
         keep_stage=keep,
         say=out.say,
@@ -479,13 +519,13 @@ def build_module(
         src=Path(src) if src else None,
         tarball=Path(tarball) if tarball else None,
         url=url,
-        sha256=(sha256 or "").strip().lower(),
-        branch=branch,
+        sha256=sha256_value(sha256, "--sha256") if sha256 is not None else "",
+        branch=check_branch(branch, "--branch") if branch is not None else None,
         nat64=nat64,
     )
     dry = is_dry(c, dry_run)
-    options = {"release": release, "install_deps": install_deps, "force": force}
-    with locked_unless_dry(s, dry, out):
+    options = {"release": release_flag(release), "install_deps": install_deps, "force": force}
+    with locked_unless_dry(s, dry, out, system=install_deps):
         result = run_build(s, request, out, dry_run=dry, **options)
     if json:
         out.emit_json(result)
@@ -530,8 +570,8 @@ def install_module(
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     ko_path = Path(ko) if ko else None
-    with locked_unless_dry(s, dry, out):
-        result = run_install(s, out, release=release, ko=ko_path, startup=startup, dry_run=dry)
+    with locked_unless_dry(s, dry, out, system=True):
+        result = run_install(s, out, release=release_flag(release), ko=ko_path, startup=startup, dry_run=dry)
     if json:
         out.emit_json(result)
         return
@@ -564,7 +604,7 @@ def rollback_module(
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out):
+    with locked_unless_dry(s, dry, out, system=True):
         done = run_rollback(s, out, dry_run=dry)
     title = "rollback-module: dry run, nothing changed" if dry else "rollback-module: done"
     out.summary(title, [("changes", len(done) or "none")])
@@ -589,7 +629,7 @@ def demo(
     from toa_kernel.demo.run import run_demo
 
     s = settings(c)
-    base = Path(workdir) if workdir else Path(s.workdir) / "demo"
+    base = directory_to_create(workdir, "--workdir") if workdir else Path(s.workdir) / "demo"
     out = console(quiet, json)
     result = run_demo(s, base, out, lab=lab)
     if json:

@@ -72,11 +72,29 @@ def test_rc_local_line_goes_before_a_final_exit_and_only_once():
     assert boothooks.without_rc_local_line(once) == text
 
 
-def test_rc_local_without_final_newline_gets_the_line_after_its_last_line():
+def test_rc_local_without_final_newline_gets_the_line_after_its_last_line_and_back_exactly():
     text = "#!/bin/sh\ntouch /var/lock/subsys/local"
     added = boothooks.with_rc_local_line(text)
-    assert added.startswith(text + "\n")
-    assert added.endswith(boothooks.rc_local_line() + "\n")
+    assert added == text + "\n" + boothooks.rc_local_line()
+    assert boothooks.without_rc_local_line(added) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#!/bin/sh\r\ntouch /var/lock/subsys/local\r\n",
+        "#!/bin/sh\r\ntouch /var/lock/subsys/local\r\nexit 0",
+        "#!/bin/sh\ntouch x\x0cy \xe9t\xe9\r\n",
+        "",
+    ],
+)
+def test_rc_local_line_keeps_every_other_byte_and_comes_out_exactly(text):
+    added = boothooks.with_rc_local_line(text)
+    assert boothooks.with_rc_local_line(added) == added
+    assert added.count(boothooks.MARKER) == 1
+    if "\r\n" in text and "\n" not in text.replace("\r\n", ""):
+        assert boothooks.rc_local_line() + "\r\n" in added and "\n" not in added.replace("\r\n", "")
+    assert boothooks.without_rc_local_line(added) == text
 
 
 def test_an_old_marked_rc_local_line_is_replaced_not_duplicated():

@@ -14,7 +14,10 @@ that ``invoke rollback`` can undo it.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from toa_kernel.boot import grubconf, preflight
@@ -44,6 +47,7 @@ from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.system.rootfs import Root
+from toa_kernel.system.runtime import read_text
 
 SECTION = "install"
 SAVED_DEFAULT = "/boot/grub/default"
@@ -57,6 +61,7 @@ class InstallRequest:
     force: bool = False
     initramfs: bool = True
     dry_run: bool = False
+    take_over_hooks: bool = False
 
 
 @dataclass
@@ -109,6 +114,7 @@ class InstallRecord:
                 f"{workdir.manifest_path} records an install into {existing['root']}, not rolled back",
                 f"run 'invoke rollback --root {existing['root']}' first, or use another --workdir",
             )
+        self.root = root
         self.data: dict[str, Any] = {"files_added": [], "hooks": [], "grub": {}, "started_at": now_iso()}
         self.data.update(existing)
         self.data.update(root=str(root.base), release=release)
@@ -124,13 +130,22 @@ class InstallRecord:
     def add_files(self, paths: list[str]) -> None:
         self.data["files_added"] = sorted(set(self.data.get("files_added") or []) | set(paths))
 
+    def take_over(self, system_path: str, backup: Path, st: os.stat_result) -> None:
+        """Remember a hook file that was not ours, as it was (the first backup wins)."""
+        taken = self.data.setdefault("taken_over", {})
+        if system_path not in taken:
+            taken[system_path] = {
+                "backup": self.root.system_path(backup),
+                "mode": stat.S_IMODE(st.st_mode),
+                "uid": st.st_uid,
+                "gid": st.st_gid,
+            }
+        self.save()
+
 
 def saved_default(root: Root) -> int | None:
     """The entry GRUB's ``savedefault`` recorded (for ``default=saved``)."""
-    try:
-        first = root.path(SAVED_DEFAULT).read_text(errors="replace").split()
-    except OSError:
-        return None
+    first = (read_text(root, SAVED_DEFAULT, limit=64) or "").split()
     return int(first[0]) if first and first[0].isdigit() else None
 
 
@@ -183,7 +198,21 @@ def apply_grub(planned: GrubPlan, record: InstallRecord, report: InstallReport, 
     record_grub(record, planned)
     record.save()
     describe_grub(planned, report)
-    report.grub_backup = record.grub.get("backup") or report.grub_backup
+    report.grub_backup = existing_backup(planned.grub.root, record, report)
+
+
+def existing_backup(root: Root, record: InstallRecord, report: InstallReport) -> str | None:
+    """The backup rollback will use, named only while it exists (else this run's, or none)."""
+    recorded = record.grub.get("backup")
+    if recorded and root.path(recorded).is_file():
+        return str(recorded)
+    if recorded:
+        report.notes.append(
+            f"the grub.conf backup {recorded} taken before the first install is gone: rollback can only "
+            "point default= back"
+        )
+    made = report.grub_backup
+    return made if made and root.path(made).is_file() else None
 
 
 def kernel_problems(
@@ -225,7 +254,7 @@ def install_kernel(
 
     problems = preflight.privileges(root, euid) + preflight.directories(root) + preflight.inside_root(root)
     problems += preflight.not_running(root, release, request.force)
-    problems += boothooks.problems(root, settings.startup)
+    problems += boothooks.problems(root, settings.startup, request.take_over_hooks)
     planned_grub, grub_problems = check_grub(root, settings, release, request.initramfs)
     problems += grub_problems
     kernel_plan = plan_kernel_files(files, artifacts, request.initramfs, log)
@@ -239,7 +268,7 @@ def install_kernel(
         return dry_run(root, settings, kernel_plan, planned_grub, report, console)
 
     install_files(files, artifacts, request, log, planned_grub.grub, record, report, console)
-    hooks = boothooks.plan_install(root, release, settings.startup)
+    hooks = boothooks.plan_install(root, release, settings.startup, on_backup=record.take_over)
     report.changes += hooks.apply(False, echo=console.say)
     report.hooks = boothooks.installed(root)
     record.save(status="boot hooks installed", startup=settings.startup, hooks=report.hooks)
@@ -274,6 +303,18 @@ def install_files(
         record.save(status="installing kernel files")
     try:
         report.changes += plan.apply(False, echo=console.say)
+    except ToaError as exc:
+        left = [path for path in files.present() if path not in before]
+        if left:
+            exc.message += (
+                f"\nleft behind: {', '.join(left)}; grub.conf does not boot them (the old kernel is still "
+                "the default)"
+            )
+            exc.fix = (
+                f"{exc.fix.rstrip('.')}; then run 'invoke install-kernel' again (it goes on from there), "
+                "or 'invoke rollback' to remove what was left behind"
+            ).lstrip("; ")
+        raise
     finally:
         report.files_added = [path for path in files.present() if path not in before]
         record.add_files(report.files_added)

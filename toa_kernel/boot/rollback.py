@@ -4,12 +4,15 @@ grub.conf comes back from the backup taken before the install when it still
 holds exactly what the install wrote; when someone changed it since, only
 ``default=`` (and ``fallback=``) is pointed back at the previous kernel's entry.
 The startup hook and the cron job are removed (only files and lines carrying
-the project's marker). The installed vmlinuz, initramfs and modules stay: the
-next boot simply does not choose them.
+the project's marker); a hook file the install took over comes back from its
+backup, bytes, mode and owner. The installed vmlinuz, initramfs and modules stay
+after a finished install (the next boot simply does not choose them); after an
+install that failed before grub.conf was pointed at them they are removed.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +21,8 @@ from toa_kernel.boot import preflight
 from toa_kernel.boot.grubstep import GrubFile, GrubPlan, plan_restore, write_problem
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.plan import Plan
+from toa_kernel.core.fileops import remove_tree
+from toa_kernel.core.plan import Change, Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.system.rootfs import Root
@@ -94,12 +98,16 @@ def rollback(
         report.notes.append(
             "no install is recorded in the work directory: only marked boot hooks are removed"
         )
-    hooks = boothooks.plan_remove(root)
-    plans = [p for p in (planned.plan if planned else None, hooks) if p is not None]
+    hooks = boothooks.plan_remove(root, record.get("taken_over"), report.notes)
+    leftovers = plan_leftovers(root, record)
+    plans = [p for p in (planned.plan if planned else None, hooks, leftovers or None) if p is not None]
     report.changes += apply_all(plans, dry_run, console)
     if planned is not None:
         report.grub_conf = planned.grub.label
-    report.kept = [path for path in record.get("files_added") or [] if root.path(path).exists()]
+    removed = set(leftover_files(root, record)) if dry_run else set()
+    report.kept = [
+        path for path in record.get("files_added") or [] if path not in removed and root.path(path).exists()
+    ]
     if preflight.running_release(root) == report.release and report.release:
         report.notes.append(
             f"{report.release} is running now: the previous kernel boots after the next reboot"
@@ -108,6 +116,27 @@ def rollback(
         workdir.update_manifest(DONE_SECTION, {**record, "rolled_back_at": now_iso()})
         workdir.update_manifest(SECTION, None)
     return report
+
+
+def leftover_files(root: Root, record: dict[str, Any]) -> list[str]:
+    """Kernel files an install added and then failed before grub.conf pointed at them
+    (nothing boots them). A finished install keeps its files."""
+    grub_edited = bool((record.get("grub") or {}).get("written_sha256"))
+    if not record or record.get("status") == "ok" or grub_edited:
+        return []
+    return [path for path in record.get("files_added") or [] if root.path(path).exists()]
+
+
+def plan_leftovers(root: Root, record: dict[str, Any]) -> Plan:
+    plan = Plan("kernel files")
+    for system_path in leftover_files(root, record):
+        plan.add(
+            Change(
+                f"remove {system_path} (left by an install that did not finish)",
+                functools.partial(remove_tree, root.path(system_path)),
+            )
+        )
+    return plan
 
 
 def apply_all(plans: list[Plan], dry_run: bool, console: Console) -> list[str]:

@@ -4,9 +4,11 @@ The manifest (``manifest.json``) records what each step produced (URL, size,
 sha256 and tree path of the source; release and artifacts of the build; what
 install changed) so later steps can trust it. It is always written atomically.
 
-The lock keeps two runs of the pipeline from interleaving: ``flock`` on
-``.lock``, which the kernel releases when the holder dies, so a stale lock file
-is simply taken over.
+Two locks keep runs from interleaving, both ``flock`` (the kernel releases it
+when the holder dies, so a stale lock file is simply taken over): ``.lock`` in
+the work directory, and ``ROOT/var/lock/toa-kernel.lock`` on the system a task
+changes, so two runs with different work directories never change one system
+at the same time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from typing import Any, ClassVar
 
 from toa_kernel.core.errors import LockHeld, UserError
 from toa_kernel.core.fileops import atomic_write_json, disk_error
+
+MANIFEST_FIX = (
+    "repair it by hand ('python3 -m json.tool FILE' shows where it breaks) and keep it: it records what "
+    "install-kernel and install-module changed, which rollback and rollback-module need; only when nothing "
+    "is installed may it be moved aside (the steps are then run again from fetch)"
+)
 
 
 @dataclass(frozen=True)
@@ -68,18 +76,21 @@ class Workdir:
     def load_manifest(self) -> dict[str, Any]:
         """The manifest's content; an empty dict when there is none yet."""
         try:
-            text = self.manifest_path.read_text()
-        except FileNotFoundError:
+            text = self.manifest_path.read_bytes().decode("utf-8")
+        except (FileNotFoundError, NotADirectoryError):
             return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"cannot read the state manifest {self.manifest_path}: {exc}", MANIFEST_FIX
+            ) from None
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise UserError(
-                f"the state manifest {self.manifest_path} is not valid JSON ({exc})",
-                f"remove {self.manifest_path} and run 'invoke fetch --force'",
-            ) from exc
+                f"the state manifest {self.manifest_path} is not valid JSON ({exc})", MANIFEST_FIX
+            ) from None
         if not isinstance(document, dict):
-            raise UserError(f"the state manifest {self.manifest_path} is not a JSON object")
+            raise UserError(f"the state manifest {self.manifest_path} is not a JSON object", MANIFEST_FIX)
         return document
 
     def section(self, name: str) -> dict[str, Any]:
@@ -113,33 +124,61 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class WorkLock:
-    """An exclusive, non-blocking lock on the work directory (re-entrant per process)."""
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on one file (re-entrant per process).
+
+    The lock file records the holder (``pid command``), so a second run names it;
+    the kernel frees the lock when its holder dies, and the next run takes it over.
+    """
 
     _held: ClassVar[dict[str, int]] = {}
     _fds: ClassVar[dict[str, int]] = {}
     _mutex = threading.Lock()
+    # What the lock guards, for the message a second run prints.
+    guards = "the lock"
 
-    def __init__(self, workdir: Workdir, echo: Any = None) -> None:
-        self.path = workdir.lock_path
+    def __init__(self, path: Path, echo: Any = None) -> None:
+        self.path = Path(path)
         self.echo = echo or (lambda text: print(text, file=sys.stderr))
 
-    def __enter__(self) -> WorkLock:
-        key = str(self.path.resolve()) if self.path.parent.exists() else str(self.path)
+    def prepare(self) -> None:
+        """Create the lock's directory when it is missing."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UserError(
+                f"{self.path.parent} is a file, not a directory: the lock {self.path.name} cannot live there",
+                f"move {self.path.parent} aside",
+            ) from None
+        except OSError as exc:
+            raise disk_error(exc, self.path) from exc
+
+    def open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except IsADirectoryError:
+            raise UserError(
+                f"the lock file {self.path} is a directory", f"remove the directory {self.path}"
+            ) from None
+        except OSError as exc:
+            raise disk_error(exc, self.path) from exc
+
+    def __enter__(self) -> FileLock:
+        self.prepare()
+        key = str(self.path.resolve())
         self.key = key
         with self._mutex:
             if self._held.get(key):
                 self._held[key] += 1
                 return self
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self.open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = read_holder(fd)
                 os.close(fd)
                 raise LockHeld(
-                    f"another toa-kernel run holds the lock {self.path} ({holder})",
+                    f"another toa-kernel run holds {self.guards} {self.path} ({holder})",
                     "wait for it to finish; the lock frees itself when that process exits",
                 ) from None
             old_pid = recorded_pid(fd)
@@ -161,6 +200,36 @@ class WorkLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
                 del self._held[self.key]
+
+
+class WorkLock(FileLock):
+    """The work directory's lock: one run at a time per work directory."""
+
+    guards = "the work directory lock"
+
+    def __init__(self, workdir: Workdir, echo: Any = None) -> None:
+        super().__init__(workdir.lock_path, echo)
+        self.workdir = workdir
+
+    def prepare(self) -> None:
+        directory = self.workdir.path
+        if directory.exists() and not directory.is_dir():
+            raise UserError(
+                f"the work directory {directory} is a file, not a directory",
+                "pass --workdir with a directory (it is created when missing), e.g. --workdir work",
+            )
+        super().prepare()
+
+
+class SystemLock(FileLock):
+    """The target system's lock, ``ROOT/var/lock/toa-kernel.lock``: one run at a time
+    changes a system, whatever the work directories of the runs."""
+
+    guards = "the lock of the system"
+
+    def __init__(self, lock_path: Path, root: Path, echo: Any = None) -> None:
+        super().__init__(lock_path, echo)
+        self.guards = f"the lock of the system under {root}"
 
 
 def recorded_pid(fd: int) -> int | None:

@@ -8,6 +8,7 @@ system the module it loaded is unloaded. A second run finds nothing to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,15 @@ def current_digest(host: Path, kind: str) -> str | None:
 
 
 def restore(backup: Path, host: Path) -> None:
-    mode = backup.stat().st_mode & 0o7777
+    """Put back the bytes, mode and owner the backup kept."""
+    st = backup.stat()
+    mode = st.st_mode & 0o7777
     if host.is_symlink():
         host.unlink()
     atomic_write(host, backup.read_bytes(), mode=mode, follow_symlinks=False)
     os.chmod(host, mode)
+    with contextlib.suppress(PermissionError):
+        os.chown(host, st.st_uid, st.st_gid)
     backup.unlink()
 
 
