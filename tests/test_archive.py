@@ -196,8 +196,15 @@ UNSAFE = {
     "dotdot": ([member(f"{TOP}/../x", data=b"evil")], "climbs out of the tree"),
     "absolute": ([member("/abs", data=b"evil")], "absolute path"),
     "symlink-out": ([member(f"{TOP}/link", tarfile.SYMTYPE, linkname="../../etc")], "points out of the tree"),
-    "hardlink-out": ([member(f"{TOP}/h", tarfile.LNKTYPE, linkname="/etc/passwd")], "absolute path"),
-    "hardlink-up": ([member(f"{TOP}/h", tarfile.LNKTYPE, linkname="../outside")], "climbs out"),
+    # The message names the member (the link), not its target as if that were a member.
+    "hardlink-out": (
+        [member(f"{TOP}/h", tarfile.LNKTYPE, linkname="/etc/passwd")],
+        f"hard link '{TOP}/h' -> '/etc/passwd' points out of the tree",
+    ),
+    "hardlink-up": (
+        [member(f"{TOP}/h", tarfile.LNKTYPE, linkname="../outside")],
+        f"hard link '{TOP}/h' -> '../outside' points out of the tree",
+    ),
     "device": ([member(f"{TOP}/sda", tarfile.BLKTYPE)], "device node"),
     "chardev": ([member(f"{TOP}/mem", tarfile.CHRTYPE)], "device node"),
     "fifo": ([member(f"{TOP}/pipe", tarfile.FIFOTYPE)], "FIFO"),

@@ -18,12 +18,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, UserError
-from toa_kernel.core.fileops import disk_error
+from toa_kernel.core.fileops import disk_error, remove_tree
 from toa_kernel.core.plan import Change, Plan
-from toa_kernel.core.settings import SHA256_RE, Settings, check_url
+from toa_kernel.core.settings import Settings, check_branch, check_release, check_url, sha256_value
 from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.kernel.modinfo import ModuleInfo, check_vermagic, read_module_info
 from toa_kernel.module.boot import boot_files
@@ -67,6 +68,7 @@ class SourceRequest:
     nat64: bool = False
 
     def chosen_branch(self, settings: Settings) -> str:
+        """The branch, checked by git's ref-name rules (``--branch`` or ``toa.module_branch``)."""
         if self.nat64:
             if self.branch and self.branch != NAT64_BRANCH:
                 raise UserError(
@@ -74,19 +76,27 @@ class SourceRequest:
                     "drop one of the two flags",
                 )
             return NAT64_BRANCH
-        return self.branch or settings.module_branch
+        if self.branch is not None:
+            return check_branch(self.branch, "--branch")
+        return check_branch(settings.module_branch, "toa.module_branch")
 
     def chosen_url(self, settings: Settings) -> str:
         template = self.url or settings.module_url
         try:
-            url = template.format(branch=self.chosen_branch(settings))
+            # A branch with '/' names nested refs: kept as path separators, all else quoted.
+            url = template.format(branch=quote(self.chosen_branch(settings), safe="/"))
         except (KeyError, IndexError, ValueError) as exc:
             raise UserError(
                 f"module URL {template!r} is not a valid template ({exc})",
                 "use {branch} as the only placeholder, or none",
             ) from exc
-        check_url(url)
+        check_url(url, "--url" if self.url else "toa.module_url")
         return url
+
+
+def branch_file_part(branch: str) -> str:
+    """A branch as one file-name component (``feature/x`` -> ``feature%2Fx``)."""
+    return quote(branch, safe="")
 
 
 def release_for_build(root: Root, release: str | None) -> str:
@@ -102,8 +112,7 @@ def release_for_build(root: Root, release: str | None) -> str:
 
 
 def check_release_name(release: str) -> None:
-    if "/" in release or release.startswith(".") or not release.strip() or release != release.strip():
-        raise UserError(f"{release!r} is not a kernel release", "pass the output of 'uname -r'")
+    check_release(release)
     check_module_era(release)
 
 
@@ -173,7 +182,7 @@ def fetch_source(
     """
     branch = request.chosen_branch(settings)
     url = request.tarball.resolve().as_uri() if request.tarball else request.chosen_url(settings)
-    dest = workdir.downloads / f"module-{branch}-{file_name_of(url, 'module.tar.gz')}"
+    dest = workdir.downloads / f"module-{branch_file_part(branch)}-{file_name_of(url, 'module.tar.gz')}"
     digest = reusable_download(workdir, url, dest, request.sha256) if not (force or request.tarball) else None
     if digest is None:
         console.say(f"build-module: fetching {url}")
@@ -187,7 +196,15 @@ def fetch_source(
     section = workdir.section(SECTION)
     section["download"] = origin
     workdir.update_manifest(SECTION, section)
-    unpacked = archive.unpack(dest, workdir.src / f"module-{branch}", console)
+    try:
+        unpacked = archive.unpack(dest, workdir.src / f"module-{branch_file_part(branch)}", console)
+    except (archive.Unsafe, archive.Damaged) as exc:
+        # Neither kept nor recorded: a later run must not reuse it.
+        section = workdir.section(SECTION)
+        section.pop("download", None)
+        workdir.update_manifest(SECTION, section)
+        remove_tree(dest)
+        raise type(exc)(f"{dest.name}: {exc.message}; the file was removed", exc.fix) from None
     return unpacked.tree, origin
 
 
@@ -248,11 +265,8 @@ def build_module(
     """Fetch, stage and build the module for ``release``; return the build record."""
     if request.src and request.tarball:
         raise UserError("--src and --tarball both name a source", "pass only one of them")
-    if request.sha256 and not SHA256_RE.match(request.sha256):
-        raise UserError(
-            f"sha256 pin {request.sha256!r} is not 64 hexadecimal digits",
-            "pass the digest printed by 'sha256sum FILE'",
-        )
+    if request.sha256:
+        sha256_value(request.sha256, "--sha256")
     root = Root.of(settings.root)
     distro = detect_distro(root)
     release = release_for_build(root, release)

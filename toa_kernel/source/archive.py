@@ -42,7 +42,7 @@ import magic
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, UserError
-from toa_kernel.core.fileops import disk_error, remove_tree
+from toa_kernel.core.fileops import disk_error, free_space_budget, remove_tree
 from toa_kernel.core.state import pid_alive
 
 COMPRESSIONS = {
@@ -84,6 +84,10 @@ class Unpacked:
 
 class Damaged(UserError):
     """The archive is corrupt or truncated."""
+
+
+class Unsafe(UserError):
+    """The archive would write outside its tree, or holds what an unpack must not create."""
 
 
 # --- identification ----------------------------------------------------------
@@ -370,8 +374,8 @@ def clean_name(name: str) -> str:
     return name
 
 
-def unsafe(message: str) -> UserError:
-    return UserError(
+def unsafe(message: str) -> Unsafe:
+    return Unsafe(
         f"unsafe archive: {message}; nothing was unpacked",
         "this is not the vendor's source tarball: check where it came from (pin its sha256)",
     )
@@ -395,9 +399,12 @@ class Extractor:
     then collides with it: an error).
     """
 
-    def __init__(self, root: Path, console: Console) -> None:
+    def __init__(self, root: Path, console: Console, budget: int | None = None) -> None:
         self.root = root
         self.console = console
+        # Where a disk-full fix points: the temporary root is gone by the time it is read.
+        self.where = root.parent
+        self.budget = budget
         self.top = ""
         self.top_slash = ""
         self.made_dirs: set[str] = set()
@@ -456,11 +463,17 @@ class Extractor:
             if not os.path.isdir(os.path.join(self.root, name)):
                 raise unsafe(f"directory {name!r} collides with another member of that name") from None
         except OSError as exc:
-            raise disk_error(exc, self.root / name) from exc
+            raise disk_error(exc, self.root / name, self.where) from exc
         self.made_dirs.add(name)
         self.result.directories += 1
 
     def write_file(self, name: str, info: Member, reader: StreamReader) -> None:
+        if self.budget is not None and self.result.size + info.size > self.budget:
+            raise EnvironmentFailure(
+                f"no space left for the unpacked tree: it grows past {self.budget // (1 << 20)} MiB at "
+                f"{name}, more than the filesystem of {self.where} can give (a reserve is kept free)",
+                f"free space there (df -h {self.where}), or use a --workdir on a larger filesystem",
+            )
         parent = name.rpartition("/")[0]
         if parent and parent not in self.made_dirs:
             self.make_dir(parent)
@@ -485,7 +498,7 @@ class Extractor:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise disk_error(exc, self.root / name) from exc
+            raise disk_error(exc, self.root / name, self.where) from exc
         self.files.add(name)
         self.result.files += 1
         self.result.size += info.size
@@ -512,7 +525,10 @@ class Extractor:
         self.symlinks[name] = target  # created at the end, after every file
 
     def hardlink(self, name: str, target: str) -> None:
-        source = clean_name(target)
+        try:
+            source = clean_name(target)
+        except Unsafe:
+            raise unsafe(f"hard link {name!r} -> {target!r} points out of the tree") from None
         if not inside(self.top, source):
             raise unsafe(f"hard link {name!r} -> {target!r} points out of the tree")
         if source not in self.files:
@@ -526,7 +542,7 @@ class Extractor:
                 self.replace_existing(name)
             os.link(source, name, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
         except OSError as exc:
-            raise disk_error(exc, path) from exc
+            raise disk_error(exc, path, self.where) from exc
         self.files.add(name)
         self.result.links += 1
 
@@ -542,7 +558,7 @@ class Extractor:
                     self.replace_existing(name)
                 os.symlink(target, name, dir_fd=self.fd)
             except OSError as exc:
-                raise disk_error(exc, path) from exc
+                raise disk_error(exc, path, self.where) from exc
             self.result.links += 1
         for name in sorted(self.dir_times, key=len, reverse=True):
             mtime, mode = self.dir_times[name]
@@ -603,7 +619,7 @@ def unpack(tarball: Path, dest_parent: Path, console: Console, kind: ArchiveKind
     except OSError as exc:
         raise disk_error(exc, temp) from exc
     try:
-        extractor = Extractor(temp, console)
+        extractor = Extractor(temp, console, free_space_budget(dest_parent)[0])
         try:
             with decompressed(tarball, kind.compression) as reader:
                 for member in Cursor(reader).members():

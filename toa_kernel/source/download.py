@@ -9,6 +9,14 @@ complete file that passed the checks (size, sha256 pin, the caller's content
 check) is renamed to its final name: a file under the final name is always
 whole. Connection errors, timeouts and 5xx answers are retried with exponential
 backoff; a retry after progress resumes where the body stopped.
+
+Every download is bounded: ``retries`` failed attempts that brought no new
+bytes (a server that cuts the body and ignores ``Range`` brings none), at most
+``MAX_RESUMES`` resumed ones, ``download_deadline`` seconds in all for the
+task's downloads, and a body of at most ``max_download_gib`` and of no more
+than the free space of the destination's filesystem (minus a reserve). A body
+past a size bound stops the download with a clear error and its partial file
+is removed.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import math
 import os
 import queue
 import re
@@ -33,7 +42,7 @@ import requests
 from toa_kernel import __version__
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
-from toa_kernel.core.fileops import disk_error, fsync_dir
+from toa_kernel.core.fileops import disk_error, file_kind, free_space_budget, fsync_dir
 from toa_kernel.core.settings import Settings
 
 CHUNK = 1 << 20
@@ -41,6 +50,9 @@ CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 UNSATISFIED_RANGE_RE = re.compile(r"^bytes \*/(\d+)$")
 RETRY_STATUSES = frozenset({408, 429})
 ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+# Attempts that failed after bringing new bytes (resumable) allowed besides ``retries``.
+MAX_RESUMES = 100
+MiB = 1 << 20
 
 
 @dataclass
@@ -127,6 +139,37 @@ class Restart(Exception):
     """The partial file cannot be continued: start the body over."""
 
 
+class TooLarge(UserError):
+    """The body is larger than ``max_download_gib``; the partial file is removed."""
+
+
+class NoSpace(EnvironmentFailure):
+    """The body would not leave the reserve free on its filesystem; the partial file is removed."""
+
+
+SIZE_ERRORS = (TooLarge, NoSpace)
+
+
+def too_large_for_disk(name: str, need: int | None, directory: Path) -> NoSpace:
+    free, reserve = free_space_budget(directory)
+    wanted = f"it needs {need / MiB:.1f} MiB" if need is not None else "its body keeps growing"
+    return NoSpace(
+        f"no space left for {name}: {wanted}, the filesystem of {directory} has {free / MiB:.1f} MiB "
+        f"to give (toa-kernel keeps {reserve / MiB:.1f} MiB free); the partial file was removed",
+        f"free space there (df -h {directory}), or use a --workdir on a larger filesystem",
+    )
+
+
+def too_large(name: str, size: int | None, limit: int) -> TooLarge:
+    what = f"is {size / MiB:.1f} MiB" if size is not None else "keeps coming"
+    return TooLarge(
+        f"{name} {what}, more than the largest download allowed ({limit / MiB:.0f} MiB, "
+        "toa.max_download_gib); the partial file was removed",
+        "check the URL: the kernel source is about 90 MiB; if the file really is larger, raise "
+        "toa.max_download_gib (INVOKE_TOA_MAX_DOWNLOAD_GIB)",
+    )
+
+
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
@@ -136,9 +179,12 @@ def meta_path(dest: Path) -> Path:
 
 
 def file_name_of(url: str, default: str) -> str:
-    """The last path component of a URL (``default`` when it has none)."""
-    name = Path(unquote(urlparse(url).path)).name
-    return name or default
+    """The last path component of a URL (``default`` when it has none or names no file:
+    ``.``, ``..``, a NUL byte or a name longer than a file name may be)."""
+    name = unquote(urlparse(url).path).rsplit("/", 1)[-1]
+    if name in ("", ".", "..") or "\0" in name or len(name.encode(errors="surrogateescape")) > 200:
+        return default
+    return name
 
 
 def sha256_of(path: Path, *, progress: Any = None) -> str:
@@ -171,12 +217,17 @@ class Downloader:
         retries: int = 5,
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        deadline_seconds: float = 7200.0,
+        max_bytes: int = 2 << 30,
     ) -> None:
         self.console = console
         self.timeouts = (connect_timeout, read_timeout)
         self.retries = retries
         self.backoff = backoff
         self.sleep = sleep
+        self.deadline_seconds = deadline_seconds
+        self.deadline: float | None = None
+        self.max_bytes = max_bytes
         self.session = requests.Session()
         self.session.headers.update(
             {"User-Agent": f"toa-kernel/{__version__}", "Accept-Encoding": "identity"}
@@ -190,7 +241,26 @@ class Downloader:
             read_timeout=settings.read_timeout,
             retries=settings.retries,
             backoff=settings.backoff,
+            deadline_seconds=settings.download_deadline,
+            max_bytes=settings.max_download_bytes,
         )
+
+    def start_clock(self) -> None:
+        """The deadline covers every download of this run (mirrors and retries included)."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.deadline_seconds
+
+    def remaining(self) -> float:
+        return (self.deadline or math.inf) - time.monotonic()
+
+    def check_deadline(self, url: str) -> None:
+        if self.remaining() <= 0:
+            raise EnvironmentFailure(
+                f"cannot download {url}: gave up after {self.deadline_seconds:g} s in all "
+                "(toa.download_deadline); a partial download is kept and resumed next time",
+                "check the network or the server, raise toa.download_deadline "
+                "(INVOKE_TOA_DOWNLOAD_DEADLINE), or download the file elsewhere and pass --tarball PATH",
+            )
 
     def fetch_any(
         self,
@@ -201,6 +271,7 @@ class Downloader:
         check: Callable[[Path], None] | None = None,
     ) -> Download:
         """Try ``urls`` in order (the source, then mirrors); the first good file wins."""
+        self.start_clock()
         failures: list[ToaError] = []
         for index, url in enumerate(urls):
             try:
@@ -224,7 +295,11 @@ class Downloader:
         check: Callable[[Path], None] | None = None,
     ) -> Download:
         """Download ``url`` to ``dest`` (via ``dest.part``), checked, then renamed into place."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.start_clock()
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(exc, dest) from exc
         local = urlparse(url).scheme == "file"
         result = self.copy_local(url, dest) if local else self.download(url, dest)
         self.accept(result, dest, sha256, check)
@@ -261,21 +336,27 @@ class Downloader:
         """Copy a local file into ``dest.part``, hashing it on the way."""
         source = Path(unquote(urlparse(url).path))
         if not source.is_file():
+            what = "does not exist" if not source.exists() else f"is {file_kind(source.stat().st_mode)}"
             raise UserError(
-                f"{source} does not exist or is not a file",
+                f"{source} {what}, not a regular file",
                 "pass --tarball with the path of the downloaded source tarball",
             )
         part = part_path(dest)
         discard_partial(dest)
-        digest = BackgroundDigest()
         size = source.stat().st_size
+        budget = check_size(source.name, size, self.max_bytes, dest.parent)
+        digest = BackgroundDigest()
         try:
             with contextlib.ExitStack() as stack:
                 src = stack.enter_context(open(source, "rb", buffering=0))
                 out = stack.enter_context(open(part, "wb", buffering=0))
                 bar = stack.enter_context(self.console.progress(size, f"copy {source.name}"))
                 writeback = Writeback(out.fileno())
+                copied = 0
                 while chunk := src.read(CHUNK):
+                    copied += len(chunk)
+                    if copied > budget:  # the file grew while it was copied
+                        raise too_large_for_disk(source.name, None, dest.parent)
                     digest.update(chunk)
                     write_all(out, chunk)
                     writeback.wrote(len(chunk))
@@ -283,19 +364,23 @@ class Downloader:
                 os.fsync(out.fileno())
         except OSError as exc:
             discard_partial(dest)
-            raise disk_error(exc, part) from exc
+            raise disk_error(exc, part, dest.parent) from exc
+        except BaseException:
+            discard_partial(dest)
+            raise
         finally:
             digest.close()
-        return Download(url, part, size, digest.hexdigest(), 0, size)
+        return Download(url, part, copied, digest.hexdigest(), 0, copied)
 
     # --- http(s):// ----------------------------------------------------------
 
     def download(self, url: str, dest: Path) -> Download:
-        """Download with retries; returns the complete ``.part``."""
-        failures = 0
-        transferred = 0
+        """Download with bounded retries; returns the complete ``.part``."""
+        failures = resumes = transferred = 0
         resumed_from: int | None = None
+        best = part_size(dest)
         while True:
+            self.check_deadline(url)
             state = Transfer(self, url, dest)
             try:
                 result = state.run()
@@ -303,24 +388,50 @@ class Downloader:
                 result.resumed_from = resumed_from if resumed_from is not None else result.resumed_from
                 return result
             except Restart as exc:
-                self.console.say(f"{exc}; starting the download over")
+                failures += 1
                 discard_partial(dest)
+                best = 0
+                self.give_up_after(url, exc, failures)
+                self.console.say(f"{exc}; starting the download over ({failures}/{self.retries})")
             except TransientError as exc:
-                if state.received == 0:
+                size = part_size(dest)
+                if size > best and resumes < MAX_RESUMES:
+                    best, resumes = size, resumes + 1  # new bytes kept: resumable, not a lost attempt
+                else:
                     failures += 1
-                if failures > self.retries:
-                    raise EnvironmentFailure(
-                        f"cannot download {url}: {exc} (tried {failures} times)",
-                        "check the network and proxy settings, add --mirror URLs, or download the "
-                        "file elsewhere and pass --tarball PATH; a partial download is kept and resumed",
-                    ) from None
-                delay = self.backoff * 2 ** max(failures - 1, 0)
+                self.give_up_after(url, exc, failures)
+                delay = min(self.backoff * 2 ** max(failures - 1, 0), max(self.remaining(), 0))
                 self.console.say(f"{url}: {exc}; retrying in {delay:g} s ({failures}/{self.retries})")
                 self.sleep(delay)
             finally:
                 transferred += state.received
                 if resumed_from is None and state.started:
                     resumed_from = state.offset
+
+    def give_up_after(self, url: str, exc: Exception, failures: int) -> None:
+        if failures > self.retries:
+            raise EnvironmentFailure(
+                f"cannot download {url}: {exc} (tried {failures} times; toa.retries is {self.retries})",
+                "check the network and proxy settings, add --mirror URLs, or download the "
+                "file elsewhere and pass --tarball PATH; a partial download is kept and resumed",
+            ) from None
+
+
+def part_size(dest: Path) -> int:
+    try:
+        return part_path(dest).stat().st_size
+    except OSError:
+        return 0
+
+
+def check_size(name: str, size: int | None, limit: int, directory: Path, have: int = 0) -> int:
+    """The most bytes the body may have; an error when its announced ``size`` is already too much."""
+    free, _ = free_space_budget(directory)
+    if size is not None and size > limit:
+        raise too_large(name, size, limit)
+    if size is not None and size - have > free:
+        raise too_large_for_disk(name, size - have, directory)
+    return min(limit, have + free)
 
 
 def write_all(out: Any, data: bytes | memoryview) -> None:
@@ -343,6 +454,7 @@ class Transfer:
         self.offset = 0
         self.received = 0
         self.started = False
+        self.budget = downloader.max_bytes
 
     def request_headers(self) -> dict[str, str]:
         """Range/If-Range when a partial file from this URL is present."""
@@ -371,6 +483,13 @@ class Transfer:
         with response:
             total = self.start(response)
             self.started = True
+            try:
+                self.budget = check_size(
+                    self.dest.name, total, self.downloader.max_bytes, self.part.parent, self.offset
+                )
+            except SIZE_ERRORS:
+                discard_partial(self.dest)
+                raise
             return self.stream(response, total)
 
     def start(self, response: requests.Response) -> int | None:
@@ -434,6 +553,9 @@ class Transfer:
         except OSError as exc:
             discard_partial(self.dest)
             raise disk_error(exc, self.part) from exc
+        except SIZE_ERRORS:
+            discard_partial(self.dest)
+            raise
         finally:
             digest.close()
         size = self.offset + self.received
@@ -457,11 +579,20 @@ class Transfer:
                     raise TransientError(describe_network_error(exc)) from None
                 if not chunk:
                     return
+                if self.offset + self.received + len(chunk) > self.budget:
+                    raise self.over_budget()
+                self.downloader.check_deadline(self.url)
                 write_all(out, chunk)
                 digest.update(chunk)
                 writeback.wrote(len(chunk))
                 self.received += len(chunk)
                 bar.update(len(chunk))
+
+    def over_budget(self) -> ToaError:
+        """The error for a body past the size bound (the caller removes the partial file)."""
+        if self.budget >= self.downloader.max_bytes:
+            return too_large(self.dest.name, None, self.downloader.max_bytes)
+        return too_large_for_disk(self.dest.name, None, self.part.parent)
 
 
 def hash_prefix(path: Path, length: int, digest: Any) -> None:

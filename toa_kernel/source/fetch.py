@@ -4,7 +4,10 @@ Facts: what the manifest's ``fetch`` section records, whether the tarball it
 names is still there with the recorded size and sha256, whether the tree is
 there, whether a partial download waits to be resumed. The plan holds only what
 is missing (download, unpack, record), so a second run does nothing but say so;
-``--force`` plans everything again from scratch.
+``--force`` downloads and unpacks again from scratch, but the tarball and tree in
+place are replaced only once the new download passed its checks (a failed
+``--force`` leaves a usable fetch). An archive refused as unsafe or damaged is
+removed and forgotten.
 
 The manifest section is cleared just before a new tarball takes the place of
 the recorded one (a failed download leaves the previous record and files alone)
@@ -22,12 +25,12 @@ from urllib.parse import unquote, urlparse
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
-from toa_kernel.core.fileops import remove_tree
+from toa_kernel.core.fileops import file_kind, remove_tree
 from toa_kernel.core.layout import TARBALL_NAME
 from toa_kernel.core.plan import Change, Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.source.archive import Damaged, identify, top_directory, unpack
+from toa_kernel.source.archive import Damaged, Unsafe, identify, top_directory, unpack
 from toa_kernel.source.download import (
     Downloader,
     discard_partial,
@@ -93,8 +96,9 @@ def source_urls(settings: Settings, tarball: Path | None) -> list[str]:
         return settings.urls
     path = Path(tarball).expanduser()
     if not path.is_file():
+        what = "no such file" if not path.exists() else f"is {file_kind(path.stat().st_mode)}, not a file"
         raise UserError(
-            f"--tarball {tarball}: no such file",
+            f"--tarball {tarball}: {what}",
             "give the path of the source tarball you downloaded (or use --url)",
         )
     return [path.resolve().as_uri()]
@@ -154,14 +158,9 @@ class FetchRun:
         self.unpacked: Any = None
 
     def start_over(self) -> None:
-        """``--force``: forget the manifest section, remove the tree, tarball and partial file."""
-        self.facts.workdir.update_manifest(SECTION, None)
-        tree = self.facts.recorded_tree
-        if tree is not None and is_inside(tree, self.facts.workdir.src):
-            remove_tree(tree)
-        remove_tree(self.facts.tarball)
+        """``--force``: the download starts from nothing. The tarball and tree in place stay
+        until a new tarball passed its checks (a failed download keeps them usable)."""
         discard_partial(self.facts.tarball)
-        self.record = {}
 
     def fetch_tarball(self) -> None:
         self.facts.workdir.ensure()
@@ -195,13 +194,16 @@ class FetchRun:
             self.unpacked = unpack(self.facts.tarball, self.facts.workdir.src, self.console)
         except Damaged as exc:
             # A damaged tarball is never used again: the next run downloads it afresh.
-            self.facts.workdir.update_manifest(SECTION, None)
-            remove_tree(self.facts.tarball)
+            self.forget_tarball()
             raise Damaged(
                 f"{self.facts.tarball.name}: {exc.message}; the file was removed",
                 "run 'invoke fetch' again to download it afresh; if it fails the same way, "
                 "the source itself is damaged: try a mirror (--mirror) or another copy (--tarball)",
             ) from None
+        except Unsafe as exc:
+            # Neither kept nor recorded: nothing may take it for the source later.
+            self.forget_tarball()
+            raise Unsafe(f"{self.facts.tarball.name}: {exc.message}; the file was removed", exc.fix) from None
         self.record.update(
             tree=str(self.unpacked.tree),
             unpacked_at=now_iso(),
@@ -210,13 +212,9 @@ class FetchRun:
         )
         self.facts.workdir.update_manifest(SECTION, self.record)
 
-
-def is_inside(path: Path, directory: Path) -> bool:
-    try:
-        Path(path).resolve().relative_to(Path(directory).resolve())
-    except ValueError:
-        return False
-    return True
+    def forget_tarball(self) -> None:
+        self.facts.workdir.update_manifest(SECTION, None)
+        remove_tree(self.facts.tarball)
 
 
 def describe_source(facts: FetchFacts) -> str:
@@ -241,13 +239,8 @@ def tree_destination(facts: FetchFacts) -> str:
 def plan_fetch(facts: FetchFacts, run: FetchRun, force: bool) -> Plan:
     """The changes needed: only what the facts say is missing (everything with ``force``)."""
     plan = Plan("fetch")
-    if force and (facts.recorded or facts.tarball.exists() or facts.partial):
-        what = [str(p) for p in (facts.recorded_tree, facts.tarball) if p is not None and p.exists()]
-        plan.add(
-            Change(
-                f"start over (--force): remove {', '.join(what) or 'the partial download'}", run.start_over
-            )
-        )
+    if force and facts.partial:
+        plan.add(Change("start over (--force): remove the partial download", run.start_over))
     download_needed = force or not facts.tarball_verified
     if download_needed:
         pin = f"sha256 must be {facts.pin}" if facts.pin else "sha256 not pinned"
