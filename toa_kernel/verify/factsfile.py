@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toa_kernel.core.errors import UserError
-from toa_kernel.core.fileops import atomic_write
+from toa_kernel.core.fileops import atomic_write, read_bytes
 from toa_kernel.core.layout import CRON_FILE, GRUB_CONF, MODULES_SCRIPT, RC_LOCAL
 from toa_kernel.system.runtime import KernelLog
 from toa_kernel.verify.facts import (
@@ -35,19 +35,55 @@ from toa_kernel.verify.facts import (
 HOOK_PATHS = {"modules_script": MODULES_SCRIPT, "rc_local": RC_LOCAL, "cron": CRON_FILE}
 
 
+# A facts document is a few KiB, four levels deep: these bounds leave room and stop a
+# hostile or mistaken file (``/dev/zero``, a 100,000-deep nesting) before it costs much.
+MAX_FACTS_BYTES = 4 * 1024 * 1024
+MAX_FACTS_DEPTH = 32
+JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def load_facts(path: Path | str) -> Facts:
     """Facts from a JSON file (``--facts FILE``); a clear error for a bad one."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_bytes(path, limit=MAX_FACTS_BYTES)
     except FileNotFoundError:
         raise UserError(f"facts file {path} does not exist", "pass --facts with an existing file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read facts file {path}: {exc}", "pass a JSON file") from None
+    except UserError as exc:
+        raise UserError(f"cannot use facts file {path}: {exc.message}", FACTS_FIX) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"facts file {path} is not UTF-8 text: {exc}", FACTS_FIX) from None
     return loads_facts(text, str(path))
 
 
+FACTS_FIX = "pass a JSON file written by 'invoke verify --collect > FILE'"
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped)."""
+    depth = deepest = 0
+    for match in JSON_TOKEN_RE.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
 def loads_facts(text: str, name: str = "facts") -> Facts:
+    if len(text) > MAX_FACTS_BYTES:
+        raise UserError(f"{name} is larger than {MAX_FACTS_BYTES // (1024 * 1024)} MiB", FACTS_FIX)
+    depth = nesting_depth(text)
+    if depth > MAX_FACTS_DEPTH:
+        raise UserError(
+            f"{name} nests arrays and objects {depth} levels deep; a facts document has a few "
+            f"(at most {MAX_FACTS_DEPTH} are read)",
+            FACTS_FIX,
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -2,8 +2,11 @@
 
 The expected TOA release comes from ``--release``, else the work directory's
 manifest (section ``build``, then ``install``); without one, the checks fall
-back to the release named by EXTRAVERSION. Exit code 0 only when no check
-FAILs; a run in which no selected check could be judged is an error, not a pass.
+back to the release named by EXTRAVERSION. Exit codes: 0 when no check FAILs
+and every check could look (PASS or WARN), 1 when a check FAILs, 4
+(inconclusive) when none FAILs but some could not look (``n/a``: no ``/proc``
+under the root, a partial facts file), since that is not a pass; a run in which
+no selected check could be judged at all is a usage error (2).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from toa_kernel.verify.module_checks import applies, gather_module_mode, module_
 
 REQUIRED_KERNEL_ARGS = ("nohz=off",)
 EXIT_FAILED = 1
+EXIT_INCONCLUSIVE = 4
 MODULE_SET = "module"
 
 
@@ -41,8 +45,21 @@ class Report:
         return overall(self.results)
 
     @property
+    def inconclusive(self) -> bool:
+        """No check failed, but some could not look: not a pass."""
+        return self.status is not Status.FAIL and self.count(Status.NA) > 0
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.status is Status.FAIL else 0
+        if self.status is Status.FAIL:
+            return EXIT_FAILED
+        return EXIT_INCONCLUSIVE if self.inconclusive else 0
+
+    @property
+    def verdict_text(self) -> str:
+        if self.inconclusive:
+            return f"{self.status.value}, inconclusive ({self.count(Status.NA)} checks could not look)"
+        return self.status.value
 
     def count(self, status: Status) -> int:
         return sum(1 for result in self.results if result.status is status)
@@ -57,6 +74,7 @@ class Report:
         return {
             "schema": SCHEMA_VERSION,
             "verdict": self.status.value,
+            "inconclusive": self.inconclusive,
             "exit_code": self.exit_code,
             "expected_release": self.expect.release,
             "expected_release_source": self.expect.release_source,
@@ -140,7 +158,7 @@ def show(report: Report, console: Console, as_json: bool) -> None:
     for line in report.table():
         print(line, file=console.out, flush=True)
     console.summary(
-        f"verdict: {report.status.value}",
+        f"verdict: {report.verdict_text}",
         [("checks", report.counts_text()), ("exit code", report.exit_code)],
     )
 

@@ -9,16 +9,23 @@ balancer) and logs it. When the TOA module offers its NAT64 lookup
 is shown too. ``/proc/net/toa_stats`` is read before and after, so the operator
 sees TOA options being counted. ``--count`` and ``--timeout`` stop it by itself.
 
+Connections are served concurrently (a thread each, at most ``MAX_CONNECTIONS``
+at once; more are closed at once), and each has ``CONNECTION_TIMEOUT`` seconds
+in all, not per read: a client that sends a byte a second cannot hold a
+connection, nor starve the others.
+
 The socket-option call is injectable (``sockopt``): tests pass a fake provider
 because no TOA kernel runs on the build machines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import socketserver
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -34,6 +41,7 @@ TOA_SO_GET_LOOKUP = 4096
 # The module answers EINVAL when the buffer is shorter than that.
 NAT64_PEER_SIZE = 20
 CONNECTION_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64
 POLL_SECONDS = 0.5
 
 SockoptProvider = Callable[[socket.socket, int, int, int], bytes]
@@ -124,7 +132,23 @@ class PeerHandler(BaseHTTPRequestHandler):
     server: PeerServer
     server_version = "toa-kernel-serve"
     sys_version = ""
-    timeout = CONNECTION_TIMEOUT
+
+    def setup(self) -> None:
+        """Each read may wait ``connection_timeout``; so may the whole connection."""
+        self.timeout = self.server.connection_timeout
+        super().setup()
+        self.expiry = threading.Timer(self.server.connection_timeout, self.expire)
+        self.expiry.daemon = True
+        self.expiry.start()
+
+    def expire(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self.expiry.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_GET(self) -> None:
         self.answer(send_body=True)
@@ -158,20 +182,48 @@ class PeerHandler(BaseHTTPRequestHandler):
         """Silence the stdlib's access log: requests are logged by ``record``."""
 
 
-class PeerServer(HTTPServer):
+class PeerServer(socketserver.ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(
         self,
         address: tuple[str, int],
         sockopt: SockoptProvider,
         on_request: Callable[[RequestRecord], None],
+        connection_timeout: float = CONNECTION_TIMEOUT,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sockopt = sockopt
         self.on_request = on_request
+        self.connection_timeout = connection_timeout
         self.records: list[RequestRecord] = []
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, PeerHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection while a slot is free; beyond that, close it at once."""
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    @property
+    def answered(self) -> int:
+        with self.lock:
+            return len(self.records)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup of the address (slow offline)."""
@@ -179,8 +231,9 @@ class PeerServer(HTTPServer):
         self.server_name, self.server_port = host_port(self.server_address)
 
     def record(self, record: RequestRecord) -> None:
-        self.records.append(record)
-        self.on_request(record)
+        with self.lock:
+            self.records.append(record)
+            self.on_request(record)
 
 
 @dataclass
@@ -224,13 +277,18 @@ def check_options(port: int, count: int, timeout: float) -> None:
 
 
 def open_server(
-    bind: str, port: int, sockopt: SockoptProvider, on_request: Callable[[RequestRecord], None]
+    bind: str,
+    port: int,
+    sockopt: SockoptProvider,
+    on_request: Callable[[RequestRecord], None],
+    connection_timeout: float = CONNECTION_TIMEOUT,
 ) -> PeerServer:
     """Bind and listen, turning the usual failures into clear errors."""
     try:
-        return PeerServer((bind, port), sockopt, on_request)
-    except socket.gaierror as exc:
-        raise UserError(f"--bind {bind!r} is not an address: {exc.strerror}", "use e.g. 0.0.0.0") from None
+        return PeerServer((bind, port), sockopt, on_request, connection_timeout)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"--bind {bind!r} is not an address: {reason}", "use e.g. 0.0.0.0") from None
     except OSError as exc:
         where = format_address(bind, port)
         if exc.errno == errno.EADDRINUSE:
@@ -257,11 +315,14 @@ def serve(
     timeout: float = 0.0,
     sockopt: SockoptProvider = kernel_sockopt,
     ready: Callable[[tuple[str, int]], None] | None = None,
+    connection_timeout: float = CONNECTION_TIMEOUT,
 ) -> ServeReport:
     """Answer requests until ``count`` were answered or ``timeout`` seconds passed (0: no limit)."""
     check_options(port, count, timeout)
     before = read_toa_stats(root)
-    server = open_server(bind, port, sockopt, lambda record: console.say(record.log_line()))
+    server = open_server(
+        bind, port, sockopt, lambda record: console.say(record.log_line()), connection_timeout
+    )
     listen = format_address(*host_port(server.server_address))
     limits = [f"{count} request(s)" if count else "", f"{timeout:g} s" if timeout else ""]
     limit = " or ".join(x for x in limits if x) or "Ctrl-C"
@@ -270,14 +331,16 @@ def serve(
         ready(host_port(server.server_address))
     stopped = answer_until(server, count, timeout)
     after = read_toa_stats(root)
-    return ServeReport(listen, stopped, server.records, before, after)
+    with server.lock:
+        records = list(server.records[: count or None])
+    return ServeReport(listen, stopped, records, before, after)
 
 
 def answer_until(server: PeerServer, count: int, timeout: float) -> str:
-    """Handle requests one at a time; return why it stopped."""
+    """Accept connections (each served on its own thread); return why it stopped."""
     deadline = time.monotonic() + timeout if timeout else None
     try:
-        while not count or len(server.records) < count:
+        while not count or server.answered < count:
             wait = POLL_SECONDS
             if deadline is not None:
                 wait = deadline - time.monotonic()
