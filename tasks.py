@@ -22,6 +22,7 @@ from toa_kernel.core.settings import (
     check_branch,
     check_release,
     directory_to_create,
+    module_url_value,
     parse_float,
     parse_int,
     sha256_value,
@@ -446,9 +447,14 @@ def lab(
 ) -> None:
     """Boot ROOT's /boot with the real GRUB legacy under QEMU: which entry boots, with which command line."""
 
-    from toa_kernel.lab.run import lab_for_settings
+    from toa_kernel.core.settings import SettingError
+    from toa_kernel.lab.run import SCENARIOS, lab_for_settings
 
     s = settings(c, root=root, workdir=workdir, lab_timeout=timeout)
+    if scenario not in SCENARIOS:
+        raise SettingError(
+            "--scenario", scenario, "is not a lab scenario", f"use one of: {', '.join(SCENARIOS)}"
+        )
     out = console(quiet, json)
     result = lab_for_settings(
         s,
@@ -518,7 +524,7 @@ def build_module(
     request = SourceRequest(
         src=Path(src) if src else None,
         tarball=Path(tarball) if tarball else None,
-        url=url,
+        url=module_url_value(url, "--url") if url is not None else None,
         sha256=sha256_value(sha256, "--sha256") if sha256 is not None else "",
         branch=check_branch(branch, "--branch") if branch is not None else None,
         nat64=nat64,

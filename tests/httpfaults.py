@@ -10,6 +10,8 @@ Faults:
   ("drop", n)            normal headers, then only n body bytes, then close
   ("stall", n)           n body bytes, then wait until ``release()`` (or 30 s), then close
   ("html", text)         status 200 with an HTML page
+  ("endless", limit)     status 200 without Content-Length, then zeros until the client
+                         goes away (or ``limit`` bytes: the server thread never runs forever)
 Server-wide: ``ignore_range = True`` answers every request with the whole file (200).
 """
 
@@ -45,6 +47,8 @@ class FaultHandler(DirectoryHandler):
             self.answer(int(arg), "text/plain", f"error {arg}\n".encode())
         elif kind == "html":
             self.answer(200, "text/html; charset=utf-8", str(arg).encode())
+        elif kind == "endless":
+            self.endless(int(arg))
         else:
             super().serve(head)
 
@@ -59,6 +63,20 @@ class FaultHandler(DirectoryHandler):
         self.end_headers()
         self.wfile.write(body)
         self.server.count(len(body))
+
+    def endless(self, limit: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        block = bytes(64 * 1024)
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < limit:
+                self.wfile.write(block)
+                sent += len(block)
+        self.server.count(sent)
 
     def wanted_range(self, size: int, etag: str, modified: str) -> tuple[int | None, int]:
         if self.server.ignore_range:

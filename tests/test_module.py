@@ -539,7 +539,7 @@ def test_a_2_6_32_kernel_is_sent_to_the_kernel_pipeline(tmp_path):
 
 
 def test_unknown_startup_style_is_refused(tmp_path):
-    with pytest.raises(UserError, match=r"startup style 'rc\.local'"):
+    with pytest.raises(UserError, match=r"--startup 'rc\.local' is not a known startup style"):
         install_module(settings_for(tmp_path), quiet(), startup="rc.local")
 
 

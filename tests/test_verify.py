@@ -137,7 +137,7 @@ def test_cli_malformed_facts_file_exits_2_with_a_clear_error(project_dir, tmp_pa
     facts_file.write_text('{"schema": 1, "release": ["2.6.32-toa"]}')
     done = invoke(project_dir, "verify", "--facts", str(facts_file))
     assert done.returncode == 2
-    assert f"error: {facts_file}: field release must be a string" in done.stderr
+    assert f"error: --facts {facts_file}: field release must be a string" in done.stderr
     assert "fix:" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,12 @@ from toa_kernel.core.errors import ToaError, UserError
 from toa_kernel.core.fileops import backup_file, encode_text, file_kind, read_text
 from toa_kernel.core.layout import ETC_GRUB_CONF, GRUB_CONF, MENU_LST
 from toa_kernel.core.plan import Change, Plan, file_edit
-from toa_kernel.core.settings import Settings
+from toa_kernel.core.settings import KERNEL_ARG_RE, Settings
 from toa_kernel.system.rootfs import Root
 
 KERNEL_ARGS_FILE = "kernel-args"
 BOOT_ENTRY_FILE = "boot-entry"
-ARG_RE = re.compile(r"^[A-Za-z0-9_.,:/@+-]+(=[A-Za-z0-9_.,:/@+=-]*)?$")
+ARG_RE = KERNEL_ARG_RE
 POLICY_KEYS = {"initrd"}
 
 

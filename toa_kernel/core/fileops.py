@@ -49,10 +49,11 @@ def read_bytes(path: Path, limit: int = MAX_SYSTEM_FILE, *, truncate: bool = Fal
         raise
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}", "check the file and run as root") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UserError(f"{path} is {file_kind(st.st_mode)}, not a regular file", f"check {path}")
     with os.fdopen(fd, "rb", buffering=0) as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{path} is {file_kind(st.st_mode)}, not a regular file", f"check {path}")
         data = read_upto(handle, limit + 1)
     if len(data) > limit and truncate:
         return data[:limit]

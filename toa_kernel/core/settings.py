@@ -30,6 +30,8 @@ VENDOR_URL = "http://kb.linuxvirtualserver.org/images/3/34/Linux-2.6.32-220.23.1
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 EXTRAVERSION_RE = re.compile(r"^[A-Za-z0-9._+~-]*$")
 INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
+# One kernel argument that may go on a grub.conf kernel line.
+KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.,:/@+-]+(=[A-Za-z0-9_.,:/@+=-]*)?$")
 ENV_PREFIX = "INVOKE_TOA_"
 # Flags whose name is not the setting's name with dashes.
 FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout"}
@@ -259,6 +261,25 @@ def directory_to_create(value: Any, name: str) -> Path:
     return path
 
 
+def root_value(value: Any, name: str) -> Path:
+    """The root prefix: an existing directory."""
+    path = path_value(value, name)
+    if not path.is_dir():
+        problem = "does not exist" if not path.exists() else "is not a directory"
+        raise SettingError(name, value, problem, "give the directory of the system to act on (default /)")
+    return path
+
+
+def kernel_args_value(value: Any, name: str) -> str:
+    """Extra kernel arguments: plain words or key=value, separated by spaces or commas."""
+    should = "use arguments like nohz=off or console=ttyS0,115200 (no quotes, spaces or #), space-separated"
+    text = text_value(value, name, should)
+    bad = next((word for word in text.replace(",", " ").split() if not KERNEL_ARG_RE.match(word)), None)
+    if bad is not None:
+        raise SettingError(name, value, f"{bad!r} is not a plain word or key=value", should)
+    return text
+
+
 def url_value(value: Any, name: str) -> str:
     url = text_value(value, name, "give a full http://, https:// or file:// URL")
     check_url(url, name)
@@ -267,7 +288,12 @@ def url_value(value: Any, name: str) -> str:
 
 def check_url(url: str, name: str = "--url") -> None:
     """Accept http, https and file URLs only."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise SettingError(
+            name, url, f"is not a URL ({exc})", "pass a full http(s):// or file:// URL"
+        ) from None
     if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.netloc):
         raise SettingError(
             name,
@@ -403,7 +429,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "sha256": sha256_value,
     "mirrors": mirrors_value,
     "workdir": directory_to_create,
-    "root": path_value,
+    "root": root_value,
     "extraversion": extraversion_value,
     "option_code": whole(
         1, 255, "use the TCP option kind your balancer sends, 1..255 (254 for Huawei Cloud ELB)"
@@ -421,7 +447,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "configs_dir": path_value,
     "grub_dir": path_value,
     "ccache": flag,
-    "kernel_args": lambda value, name: text_value(value, name, "use words like nohz=off separated by spaces"),
+    "kernel_args": kernel_args_value,
     "startup": startup_value,
     "lab_timeout": decimal(0, 86400, "use a number of seconds above 0, at most 86400, e.g. 60"),
     "module_url": module_url_value,

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toa_kernel.core.errors import UserError
+from toa_kernel.core.fileops import read_bytes
 
 ELF_MAGIC = b"\x7fELF"
+# A kernel module with debug information is a few MiB; a larger file is not one.
+MAX_MODULE_BYTES = 256 * 1024 * 1024
 ET_REL = 1
 SHN_XINDEX = 0xFFFF
 ELF_TYPES = {0: "none", 1: "relocatable", 2: "executable", 3: "shared object", 4: "core"}
@@ -61,9 +64,11 @@ def read_module_info(path: Path) -> ModuleInfo:
     """Parse ``path`` as an ELF relocatable and return its ``.modinfo`` fields."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, limit=MAX_MODULE_BYTES)
     except FileNotFoundError as exc:
         raise UserError(f"module file {path} does not exist", "run 'invoke build-module' first") from exc
+    except UserError as exc:
+        raise not_a_module(path, exc.message) from None
     if data[:4] != ELF_MAGIC or len(data) < 52:
         raise not_a_module(path, "no ELF header")
     elf_class, byte_order = data[4], data[5]

@@ -400,7 +400,9 @@ def install_module(
 ) -> dict[str, Any]:
     """Install the built module under ``settings.root``; return what was done."""
     if startup not in STYLE_NAMES:
-        raise UserError(f"startup style {startup!r} is not known", f"use one of: {', '.join(STYLE_NAMES)}")
+        raise UserError(
+            f"--startup {startup!r} is not a known startup style", f"use one of: {', '.join(STYLE_NAMES)}"
+        )
     root = Root.of(settings.root)
     workdir = Workdir(settings.workdir)
     distro = detect_distro(root)

@@ -53,6 +53,8 @@ COMPRESSIONS = {
     "application/x-tar": "",
 }
 DECOMPRESSORS = {"gzip": ("pigz", "gzip"), "xz": ("xz",), "bzip2": ("lbzip2", "bzip2")}
+# The vendor's tree has about 32,000 members; an archive with many more is a bomb of inodes.
+MAX_MEMBERS = 500_000
 TEMP_PREFIX = ".unpack-"
 DISCARD_PREFIX = ".discard-"
 CHUNK = 1 << 20
@@ -399,9 +401,13 @@ class Extractor:
     then collides with it: an error).
     """
 
-    def __init__(self, root: Path, console: Console, budget: int | None = None) -> None:
+    def __init__(
+        self, root: Path, console: Console, budget: int | None = None, max_members: int = MAX_MEMBERS
+    ) -> None:
         self.root = root
         self.console = console
+        self.members = 0
+        self.max_members = max_members
         # Where a disk-full fix points: the temporary root is gone by the time it is read.
         self.where = root.parent
         self.budget = budget
@@ -419,6 +425,9 @@ class Extractor:
         os.close(self.fd)
 
     def member(self, info: Member, reader: StreamReader) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise unsafe(f"the archive holds more than {self.max_members} members (not a kernel source tree)")
         name = clean_name(info.name)
         if not name:
             return
@@ -605,8 +614,17 @@ def top_directory(path: Path, kind: ArchiveKind) -> str:
     return clean_name(info.name).split("/", 1)[0]
 
 
-def unpack(tarball: Path, dest_parent: Path, console: Console, kind: ArchiveKind | None = None) -> Unpacked:
-    """Unpack ``tarball`` to ``dest_parent/<top dir>``, replacing what was there, all or nothing."""
+def unpack(
+    tarball: Path,
+    dest_parent: Path,
+    console: Console,
+    kind: ArchiveKind | None = None,
+    max_members: int = MAX_MEMBERS,
+) -> Unpacked:
+    """Unpack ``tarball`` to ``dest_parent/<top dir>``, replacing what was there, all or nothing.
+
+    Bounded: at most ``max_members`` members, and file data no larger than the free space
+    of ``dest_parent``'s filesystem less a reserve."""
     kind = kind or identify(tarball)
     try:
         dest_parent.mkdir(parents=True, exist_ok=True)
@@ -619,7 +637,7 @@ def unpack(tarball: Path, dest_parent: Path, console: Console, kind: ArchiveKind
     except OSError as exc:
         raise disk_error(exc, temp) from exc
     try:
-        extractor = Extractor(temp, console, free_space_budget(dest_parent)[0])
+        extractor = Extractor(temp, console, free_space_budget(dest_parent)[0], max_members)
         try:
             with decompressed(tarball, kind.compression) as reader:
                 for member in Cursor(reader).members():

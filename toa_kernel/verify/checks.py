@@ -495,7 +495,7 @@ def select(spec: str | Sequence[str] | None = None) -> list[Check]:
             chosen.append(name)
         else:
             raise UserError(
-                f"unknown check or check set {name!r}",
+                f"--checks: unknown check or check set {name!r}",
                 f"use sets {', '.join(CHECK_SETS)} or checks {', '.join(REGISTRY)}",
             )
     return [REGISTRY[name] for name in dict.fromkeys(chosen)]

@@ -42,20 +42,20 @@ MAX_FACTS_DEPTH = 32
 JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-def load_facts(path: Path | str) -> Facts:
-    """Facts from a JSON file (``--facts FILE``); a clear error for a bad one."""
+def load_facts(path: Path | str, what: str = "facts file") -> Facts:
+    """Facts from a JSON file (``--facts FILE``); a clear error for a bad one, naming ``what``."""
     path = Path(path)
     try:
         data = read_bytes(path, limit=MAX_FACTS_BYTES)
     except FileNotFoundError:
-        raise UserError(f"facts file {path} does not exist", "pass --facts with an existing file") from None
+        raise UserError(f"{what} {path} does not exist", "pass --facts with an existing file") from None
     except UserError as exc:
-        raise UserError(f"cannot use facts file {path}: {exc.message}", FACTS_FIX) from None
+        raise UserError(f"cannot use {what} {path}: {exc.message}", FACTS_FIX) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"facts file {path} is not UTF-8 text: {exc}", FACTS_FIX) from None
-    return loads_facts(text, str(path))
+        raise UserError(f"{what} {path} is not UTF-8 text: {exc}", FACTS_FIX) from None
+    return loads_facts(text, f"{what} {path}")
 
 
 FACTS_FIX = "pass a JSON file written by 'invoke verify --collect > FILE'"

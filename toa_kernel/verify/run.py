@@ -125,7 +125,7 @@ def obtain_facts(
     kernel itself is sound; without it, the running release is inspected.
     """
     if facts_file:
-        facts = load_facts(facts_file)
+        facts = load_facts(facts_file, "--facts")
         if not facts.source:
             facts.source = f"file {facts_file}"
         return facts

@@ -1,0 +1,251 @@
+"""Every setting and every flag of every task, given a bad value, through the real
+``invoke`` command line: exit code 2, a message naming the setting as the user gave
+it (the flag, the ``INVOKE_TOA_*`` variable or ``toa.key`` of a config file), and
+never a traceback.
+
+Settings are checked by every task (``Settings.from_config``), so each bad setting
+is tried from the environment and from a config file (``invoke -f FILE``) on a task
+chosen in turn, which covers every task several times; flags are tried on the task
+that has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_DIR
+
+TASKS = (
+    "fetch",
+    "build",
+    "install-kernel",
+    "grub",
+    "rollback",
+    "verify",
+    "serve",
+    "lab",
+    "build-module",
+    "install-module",
+    "rollback-module",
+    "demo",
+)
+
+# Arguments that keep a task harmless should a bad value get through.
+SAFE_ARGS = {
+    "fetch": ["--dry-run", "--workdir", "{work}"],
+    "build": ["--dry-run", "--workdir", "{work}"],
+    "install-kernel": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "grub": ["--dry-run", "--release", "2.6.32-toa", "--workdir", "{work}", "--root", "{root}"],
+    "rollback": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "verify": ["--workdir", "{work}", "--root", "{root}"],
+    "serve": ["--bind", "127.0.0.1", "--port", "0", "--timeout", "0.2", "--root", "{root}"],
+    "lab": ["--workdir", "{work}", "--root", "{root}"],
+    "build-module": ["--dry-run", "--release", "5.10.0-1-amd64", "--workdir", "{work}", "--root", "{root}"],
+    "install-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "rollback-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "demo": ["--no-lab", "--workdir", "{work}"],
+}
+
+# One bad value per setting ({file} is an existing regular file).
+BAD_SETTINGS = {
+    "url": "ftp://example.org/linux.tar.gz",
+    "sha256": "not-a-digest",
+    "mirrors": "http://ok.example/x.tgz mirror-without-scheme",
+    "workdir": "{file}",
+    "root": "{file}",
+    "extraversion": "-" + "x" * 300,
+    "option_code": "254; x",
+    "jobs": "-1",
+    "min_free_gib": "nan",
+    "connect_timeout": "0",
+    "read_timeout": "inf",
+    "retries": "many",
+    "backoff": "-1",
+    "download_deadline": "1e400",
+    "max_download_gib": "nan",
+    "patches_dir": "",
+    "configs_dir": "",
+    "grub_dir": "",
+    "ccache": "maybe",
+    "kernel_args": "nohz=off 'quiet'",
+    "startup": "systemd",
+    "lab_timeout": "-5",
+    "module_url": "https://example.org/{{nope}}.tar.gz",
+    "module_branch": "x/../../../victim",
+}
+NOT_CONFIGURABLE = {"project_dir"}  # set by tasks.py to the project's directory
+
+
+def test_the_table_covers_every_setting():
+    from toa_kernel.core.settings import CHECKERS
+
+    assert set(BAD_SETTINGS) == set(CHECKERS) - NOT_CONFIGURABLE
+
+
+def run(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), **(env or {})},
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def places(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "root").mkdir(exist_ok=True)
+    (tmp_path / "a-file").write_text("not a directory\n")
+    return {"work": str(tmp_path / "work"), "root": str(tmp_path / "root"), "file": str(tmp_path / "a-file")}
+
+
+def task_args(task: str, where: dict[str, str], dropping: str = "") -> list[str]:
+    """The task's safe arguments, without the flag that would override ``dropping``."""
+    args = [arg.format(**where) for arg in SAFE_ARGS[task]]
+    flag = "--" + dropping.replace("_", "-")
+    if flag in args:
+        index = args.index(flag)
+        del args[index : index + 2]
+    return args
+
+
+def assert_refused(done: subprocess.CompletedProcess, *names: str) -> None:
+    assert done.returncode == 2, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert any(name in done.stderr for name in names), done.stderr
+    assert "fix:" in done.stderr
+
+
+SETTING_CASES = [
+    (source, key, TASKS[index % len(TASKS)])
+    for index, (key, source) in enumerate((key, source) for key in BAD_SETTINGS for source in ("env", "file"))
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("source", "key", "task"), SETTING_CASES, ids=[f"{s}-{k}-{t}" for s, k, t in SETTING_CASES]
+)
+def test_a_bad_setting_is_refused_naming_it(tmp_path, source, key, task):
+    where = places(tmp_path)
+    value = BAD_SETTINGS[key].format(**where)
+    args = task_args(task, where, dropping=key)
+    if source == "env":
+        done = run([task, *args], tmp_path, env={f"INVOKE_TOA_{key.upper()}": value})
+        assert_refused(done, f"INVOKE_TOA_{key.upper()}")
+    else:
+        config = tmp_path / "bad.yaml"
+        config.write_text(json.dumps({"toa": {key: value}}))  # YAML reads JSON
+        done = run(["-f", str(config), task, *args], tmp_path)
+        assert_refused(done, f"toa.{key}")
+
+
+# A bad value for every flag that takes one, per task.
+BAD_FLAGS = {
+    "fetch": {
+        "--url": "ftp://x/y.tgz",
+        "--sha256": "xyz",
+        "--mirror": "nope",
+        "--tarball": "{root}",
+        "--workdir": "{file}",
+    },
+    "build": {
+        "--jobs": "-1",
+        "--option-code": "254x",
+        "--extraversion": "-" + "x" * 300,
+        "--min-free-gib": "nan",
+        "--until": "nosuch",
+        "--only": "nosuch",
+        "--tree": "{file}",
+        "--workdir": "{file}",
+    },
+    "install-kernel": {
+        "--release": "a b",
+        "--startup": "systemd",
+        "--kernel-args": "nohz=off;reboot",
+        "--root": "{file}",
+        "--workdir": "{file}",
+    },
+    "grub": {"--release": "../x", "--root": "{file}", "--workdir": "{file}"},
+    "rollback": {"--root": "{file}", "--workdir": "{file}"},
+    "verify": {
+        "--release": "a;b",
+        "--facts": "{root}",
+        "--checks": "nosuch",
+        "--root": "{file}",
+        "--workdir": "{file}",
+    },
+    "serve": {
+        "--port": "abc",
+        "--count": "-1",
+        "--timeout": "nan",
+        "--bind": "not an address",
+        "--root": "{file}",
+    },
+    "lab": {
+        "--timeout": "nan",
+        "--scenario": "nosuch",
+        "--release": "a b",
+        "--root": "{file}",
+        "--workdir": "{file}",
+    },
+    "build-module": {
+        "--release": "a b",
+        "--branch": "x/../y",
+        "--sha256": "xyz",
+        "--url": "ftp://x/{{branch}}.tgz",
+        "--root": "{file}",
+        "--workdir": "{file}",
+    },
+    "install-module": {
+        "--release": "a b",
+        "--startup": "nosuch",
+        "--root": "{file}",
+        "--workdir": "{file}",
+    },
+    "rollback-module": {"--root": "{file}", "--workdir": "{file}"},
+    "demo": {"--workdir": "{file}"},
+}
+FLAG_CASES = [(task, flag) for task, flags in BAD_FLAGS.items() for flag in flags]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "flag"), FLAG_CASES, ids=[f"{t}{f}" for t, f in FLAG_CASES])
+def test_a_bad_flag_is_refused_naming_it(tmp_path, task, flag):
+    where = places(tmp_path)
+    args = task_args(task, where, dropping=flag[2:].replace("-", "_"))
+    done = run([task, *args, flag, BAD_FLAGS[task][flag].format(**where)], tmp_path)
+    assert_refused(done, flag)
+
+
+def test_the_flag_table_covers_every_task():
+    assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
+
+
+# A few of the table's cases, always run (the table itself is slow: one process each).
+@pytest.mark.parametrize(
+    ("args", "env", "name"),
+    [
+        (["build", "--dry-run"], {"INVOKE_TOA_OPTION_CODE": "254; x"}, "INVOKE_TOA_OPTION_CODE"),
+        (["serve", "--port", "abc"], {}, "--port"),
+        (["build", "--dry-run", "--min-free-gib", "nan"], {}, "--min-free-gib"),
+        (["fetch", "--dry-run", "--workdir", "{file}"], {}, "--workdir"),
+    ],
+    ids=["env-cast", "serve-port", "nan", "workdir-file"],
+)
+def test_the_issue_cases_exit_2_without_traceback(tmp_path, args, env, name):
+    where = places(tmp_path)
+    done = run([arg.format(**where) for arg in args], tmp_path, env=env)
+    assert_refused(done, name)
+
+
+def test_a_config_file_number_with_a_bad_variable_is_exit_2_not_a_traceback(tmp_path):
+    config = tmp_path / "numbers.yaml"
+    config.write_text("toa:\n  option_code: 254\n")  # a number: invoke casts the variable itself
+    done = run(["-f", str(config), "build", "--dry-run"], tmp_path, env={"INVOKE_TOA_OPTION_CODE": "254; x"})
+    assert_refused(done, "INVOKE_TOA_OPTION_CODE")
