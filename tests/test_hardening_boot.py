@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from centos6_root import GRUB, RUNNING, Sandbox, centos6_root, snapshot
+from cli_support import run_invoke
 from conftest import PROJECT_DIR
 
 from toa_kernel.boot import hooks as boothooks
@@ -36,18 +37,6 @@ ADMIN_CRON = b"# the administrator's own job\r\n*/5 * * * * root /usr/local/bin/
 
 def quiet() -> Console:
     return Console(stream=io.StringIO())
-
-
-def invoke(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), **(env or {})},
-        timeout=timeout,
-    )
 
 
 # --- 3. grub.conf round-trips byte for byte --------------------------------------------------
@@ -243,7 +232,7 @@ def test_a_second_run_on_the_same_root_stops_whatever_its_work_directory(tmp_pat
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(root)
-        done = invoke(
+        done = run_invoke(
             "grub", "--release", TOA, "--root", str(root), "--workdir", str(tmp_path / "other-work")
         )
         assert done.returncode == 3, done.stderr
@@ -252,7 +241,9 @@ def test_a_second_run_on_the_same_root_stops_whatever_its_work_directory(tmp_pat
     finally:
         holder.kill()
         holder.wait()
-    done = invoke("grub", "--release", TOA, "--root", str(root), "--workdir", str(tmp_path / "other-work"))
+    done = run_invoke(
+        "grub", "--release", TOA, "--root", str(root), "--workdir", str(tmp_path / "other-work")
+    )
     assert done.returncode == 0, done.stderr
     assert (root / "var" / "lock" / "toa-kernel.lock").is_file()
 
@@ -283,7 +274,7 @@ def test_two_install_kernel_processes_on_one_root_never_interleave(tmp_path, bui
         deadline = time.monotonic() + 60
         while not log.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        second = invoke("install-kernel", "--root", root, "--workdir", str(other.path))
+        second = run_invoke("install-kernel", "--root", root, "--workdir", str(other.path))
         assert second.returncode == 3, second.stderr
         assert "another toa-kernel run holds the lock of the system" in second.stderr
         assert f"pid {first.pid}" in second.stderr

@@ -8,13 +8,12 @@ import gzip
 import io
 import os
 import re
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
+from cli_support import run_invoke
 from fetch_support import small_tmpfs
 from httpfaults import fault_server
 from module_support import installed_headers, pack_like_elb_toa
@@ -40,16 +39,6 @@ def quiet() -> Console:
 def listing(directory: Path) -> list[str]:
     """Every path under ``directory``, relative, sorted."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
-
-
-def invoke(project_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(project_dir), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(project_dir), **(env or {})},
-        timeout=120,
-    )
 
 
 # --- 1. a branch that climbs out of the work directory ------------------------------------
@@ -100,11 +89,10 @@ def test_branch_names_follow_git_check_ref_format(branch):
         SourceRequest(branch=branch).chosen_branch(Settings())
 
 
-def test_module_branch_setting_from_the_environment_is_checked_too(project_dir, tmp_path, victim):
+def test_module_branch_setting_from_the_environment_is_checked_too(tmp_path, victim):
     tarball = pack_like_elb_toa(tmp_path / "pub" / "master.tar.gz")
     release = installed_headers() or "5.10.0-1-amd64"
-    done = invoke(
-        project_dir,
+    done = run_invoke(
         "build-module",
         "--tarball",
         str(tarball),
@@ -311,11 +299,10 @@ def test_disk_full_during_unpack_points_df_at_a_directory_that_exists(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(installed_headers() is None, reason="no linux-headers package installed")
-def test_invoke_build_module_with_a_climbing_branch_exits_2_and_writes_nothing(project_dir, tmp_path, victim):
+def test_invoke_build_module_with_a_climbing_branch_exits_2_and_writes_nothing(tmp_path, victim):
     tarball = pack_like_elb_toa(tmp_path / "pub" / "master.tar.gz")
     before = listing(tmp_path)
-    done = invoke(
-        project_dir,
+    done = run_invoke(
         "build-module",
         "--branch",
         "x/../../../victim",

@@ -10,13 +10,11 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from conftest import PROJECT_DIR
+from cli_support import run_invoke
 from verify_support import make_root
 
 from toa_kernel.core.console import Console
@@ -25,16 +23,6 @@ from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.facts import gather
 from toa_kernel.verify.factsfile import load_facts
 from toa_kernel.verify.serve import serve
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
-        timeout=120,
-    )
 
 
 def finishes(action, seconds: float = 10.0):
@@ -86,7 +74,7 @@ def test_a_deeply_nested_facts_file_is_refused(tmp_path):
 
 
 def test_invoke_verify_with_facts_from_dev_zero_is_exit_2_without_traceback():
-    done = invoke("verify", "--facts", "/dev/zero")
+    done = run_invoke("verify", "--facts", "/dev/zero")
     assert done.returncode == 2 and "character device" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -109,17 +97,19 @@ def test_gathering_facts_from_a_root_with_fifos_in_proc_and_logs_finishes(tmp_pa
 def test_verify_without_proc_under_the_root_exits_4_inconclusive(tmp_path):
     root = make_root(tmp_path)
     shutil.rmtree(root / "proc")
-    done = invoke("verify", "--root", str(root), "--workdir", str(tmp_path / "work"))
+    done = run_invoke("verify", "--root", str(root), "--workdir", str(tmp_path / "work"))
     assert done.returncode == 4, done.stdout + done.stderr
     assert "inconclusive" in done.stdout and "exit code  4" in done.stdout
-    document = json.loads(invoke("verify", "--json", "--root", str(root), "--workdir", str(tmp_path)).stdout)
+    document = json.loads(
+        run_invoke("verify", "--json", "--root", str(root), "--workdir", str(tmp_path)).stdout
+    )
     assert document["inconclusive"] is True and document["exit_code"] == 4
     assert document["counts"]["FAIL"] == 0 and document["counts"]["n/a"] > 0
 
 
 def test_verify_of_a_good_root_still_exits_0(tmp_path):
     root = make_root(tmp_path)
-    done = invoke(
+    done = run_invoke(
         "verify", "--root", str(root), "--workdir", str(tmp_path / "work"), "--release", "2.6.32-toa"
     )
     assert done.returncode == 0, done.stdout + done.stderr

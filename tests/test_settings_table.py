@@ -12,13 +12,14 @@ that has them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR
+from cli_support import run_invoke
+
+from toa_kernel.core.errors import UserError
+from toa_kernel.core.settings import Settings
 
 TASKS = (
     "fetch",
@@ -88,14 +89,7 @@ def test_the_table_covers_every_setting():
 
 
 def run(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), **(env or {})},
-        cwd=tmp_path,
-        timeout=120,
-    )
+    return run_invoke(*args, env=env, cwd=tmp_path)
 
 
 def places(tmp_path: Path) -> dict[str, str]:
@@ -249,3 +243,43 @@ def test_a_config_file_number_with_a_bad_variable_is_exit_2_not_a_traceback(tmp_
     config.write_text("toa:\n  option_code: 254\n")  # a number: invoke casts the variable itself
     done = run(["-f", str(config), "build", "--dry-run"], tmp_path, env={"INVOKE_TOA_OPTION_CODE": "254; x"})
     assert_refused(done, "INVOKE_TOA_OPTION_CODE")
+
+
+# --- the checks themselves, in process -------------------------------------------------------
+
+FLOAT_SETTINGS = (
+    "min_free_gib",
+    "connect_timeout",
+    "read_timeout",
+    "backoff",
+    "download_deadline",
+    "max_download_gib",
+    "lab_timeout",
+)
+
+
+@pytest.mark.parametrize("key", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", float("nan")])
+def test_no_numeric_setting_takes_nan_or_an_infinity(key, value):
+    with pytest.raises(UserError) as caught:
+        Settings.from_config({}, **{key: value})
+    flag = "--timeout" if key == "lab_timeout" else "--" + key.replace("_", "-")  # lab's --timeout
+    assert caught.value.message.startswith(f"{flag} ")
+
+
+def test_extraversion_is_bounded_by_the_kernels_release_field():
+    longest = "-" + "x" * (64 - len("2.6.32") - 1)
+    assert Settings.from_config({}, extraversion=longest).extraversion == longest
+    with pytest.raises(UserError) as caught:
+        Settings.from_config({}, extraversion=longest + "x")
+    assert "64-byte UTS_RELEASE" in caught.value.message and "at most 58" in caught.value.fix
+
+
+def test_a_setting_from_the_environment_is_named_by_its_variable(monkeypatch):
+    monkeypatch.setenv("INVOKE_TOA_JOBS", "many")
+    with pytest.raises(UserError) as caught:
+        Settings.from_config({"toa": {"jobs": "many"}})
+    assert caught.value.message == "INVOKE_TOA_JOBS (toa.jobs) 'many': is not a whole number"
+    monkeypatch.delenv("INVOKE_TOA_JOBS")
+    with pytest.raises(UserError, match=r"^toa\.jobs \(invoke\.yaml"):
+        Settings.from_config({"toa": {"jobs": "many"}})
