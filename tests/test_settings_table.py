@@ -283,3 +283,12 @@ def test_a_setting_from_the_environment_is_named_by_its_variable(monkeypatch):
     monkeypatch.delenv("INVOKE_TOA_JOBS")
     with pytest.raises(UserError, match=r"^toa\.jobs \(invoke\.yaml"):
         Settings.from_config({"toa": {"jobs": "many"}})
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["https://x/{branch.__class__}.tgz", "https://x/{0}.tgz", "https://x/{branch!r}.tgz", "https://x/{"],
+)
+def test_the_module_url_template_fills_in_a_plain_branch_only(template):
+    with pytest.raises(UserError, match="--module-url"):
+        Settings.from_config({}, module_url=template)

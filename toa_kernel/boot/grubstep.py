@@ -23,7 +23,7 @@ from toa_kernel.core.errors import ToaError, UserError
 from toa_kernel.core.fileops import backup_file, encode_text, file_kind, read_text
 from toa_kernel.core.layout import ETC_GRUB_CONF, GRUB_CONF, MENU_LST
 from toa_kernel.core.plan import Change, Plan, file_edit
-from toa_kernel.core.settings import KERNEL_ARG_RE, Settings
+from toa_kernel.core.settings import KERNEL_ARG_RE, Settings, template_problem
 from toa_kernel.system.rootfs import Root
 
 KERNEL_ARGS_FILE = "kernel-args"
@@ -86,7 +86,7 @@ def boot_entry_policy(settings: Settings) -> BootEntryPolicy:
             )
         values[key] = value.strip()
     policy = BootEntryPolicy(**values)
-    if "{release}" not in policy.initrd or "/" in policy.initrd:
+    if "{release}" not in policy.initrd or "/" in policy.initrd or template_problem(policy.initrd, "release"):
         raise UserError(
             f"{path}: initrd = {policy.initrd!r} must be a file name holding {{release}}",
             "for CentOS 6 use: initrd = initramfs-{release}.img",

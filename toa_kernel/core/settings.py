@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -352,15 +353,26 @@ def startup_value(value: Any, name: str) -> str:
     return text
 
 
-def module_url_value(value: Any, name: str) -> str:
-    template = text_value(value, name, "give a URL with {branch} as the only placeholder")
+def template_problem(template: str, field: str) -> str | None:
+    """Why ``template`` is not text with plain ``{field}`` placeholders only (None: it is)."""
     try:
-        url = template.format(branch="master")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise SettingError(
-            name, value, f"is not a valid template ({exc})", "use {branch} as the only placeholder, or none"
-        ) from None
-    check_url(url, name)
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"is not a valid template ({exc})"
+    for _, name, spec, conversion in parts:
+        if name is not None and (name != field or spec or conversion):
+            shown_field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            return f"has the placeholder {{{shown_field}}}; only a plain {{{field}}} is filled in"
+    return None
+
+
+def module_url_value(value: Any, name: str) -> str:
+    should = "use {branch} as the only placeholder, or none"
+    template = text_value(value, name, should)
+    problem = template_problem(template, "branch")
+    if problem:
+        raise SettingError(name, value, problem, should)
+    check_url(template.format(branch="master"), name)
     return template
 
 

@@ -105,7 +105,10 @@ class Workdir:
             document.pop(name, None)
         else:
             document[name] = data
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(exc, self.manifest_path) from exc
         atomic_write_json(self.manifest_path, document)
 
 
