@@ -55,13 +55,17 @@ def locked_unless_dry(
     with ``system``, also the lock of the system under ``--root`` the run changes."""
     if dry:
         return nullcontext()
-    stack = ExitStack()
-    stack.enter_context(WorkLock(Workdir(s.workdir), echo=out.say))
-    if system:
-        from toa_kernel.system.rootfs import Root
+    from toa_kernel.system.rootfs import Root
 
-        root = Root.of(s.root)
-        stack.enter_context(SystemLock(root.resolve(SYSTEM_LOCK), root.base, echo=out.say))
+    stack = ExitStack()
+    try:
+        stack.enter_context(WorkLock(Workdir(s.workdir), echo=out.say))
+        if system:
+            root = Root.of(s.root)
+            stack.enter_context(SystemLock(root.resolve(SYSTEM_LOCK), root.base, echo=out.say))
+    except BaseException:
+        stack.close()  # the work lock is not kept when the system lock is refused
+        raise
     return stack
 
 

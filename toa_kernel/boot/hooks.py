@@ -358,7 +358,11 @@ def restore_change(root: Root, path: Path, saved: dict[str, Any], notes: list[st
     except (FileNotFoundError, UserError):
         notes.append(f"the backup {saved.get('backup')} of {where} is gone: {where} is left as it is")
         return None
-    mode, uid, gid = int(saved.get("mode", 0o644)), int(saved.get("uid", 0)), int(saved.get("gid", 0))
+    try:
+        mode, uid, gid = int(saved.get("mode", 0o644)), int(saved.get("uid", 0)), int(saved.get("gid", 0))
+    except (TypeError, ValueError):
+        notes.append(f"the install record of {where} is damaged (mode/uid/gid): {where} is left as it is")
+        return None
     try:
         same = read_bytes(path) == data
         st = path.stat()
