@@ -292,3 +292,23 @@ def test_a_setting_from_the_environment_is_named_by_its_variable(monkeypatch):
 def test_the_module_url_template_fills_in_a_plain_branch_only(template):
     with pytest.raises(UserError, match="--module-url"):
         Settings.from_config({}, module_url=template)
+
+
+@pytest.mark.parametrize(
+    ("default", "good", "expected", "bad"),
+    [
+        (3, " 7 ", 7, "seven"),
+        (1.5, "2.5", 2.5, "nan"),
+        (False, "yes", True, "maybe"),
+        (Path("x"), "/tmp/y", Path("/tmp/y"), ""),
+        ((), "a b,c", ("a", "b", "c"), ["a", ["b"]]),
+        ("", "text", "text", "two\nlines"),
+    ],
+)
+def test_a_setting_added_without_its_own_checker_is_checked_by_its_type(default, good, expected, bad):
+    from toa_kernel.core.settings import type_checker
+
+    check = type_checker(default)
+    assert check(good, "--new") == expected
+    with pytest.raises(UserError, match=r"^--new "):
+        check(bad, "--new")

@@ -128,7 +128,7 @@ class Settings:
     def validated(self) -> Settings:
         """Check every value (for settings built directly rather than read from a config)."""
         for item in fields(self):
-            CHECKERS[item.name](getattr(self, item.name), setting_name(item.name, "config"))
+            checker_for(item.name)(getattr(self, item.name), setting_name(item.name, "config"))
         return self
 
 
@@ -161,9 +161,34 @@ def shown(value: Any) -> str:
 def coerce(values: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
     """Convert config/flag values (often text) into the field types, checking each."""
     return {
-        key: CHECKERS[key](value, setting_name(key, origins.get(key, "config")))
+        key: checker_for(key)(value, setting_name(key, origins.get(key, "config")))
         for key, value in values.items()
     }
+
+
+def checker_for(key: str) -> Callable[[Any, str], Any]:
+    """The setting's checker; a field that has none in ``CHECKERS`` is checked by its type."""
+    if key in CHECKERS:
+        return CHECKERS[key]
+    return type_checker(next(item.default for item in fields(Settings) if item.name == key))
+
+
+def type_checker(default: Any) -> Callable[[Any, str], Any]:
+    """A checker by the type of a setting's default: numbers finite, text one line."""
+    if isinstance(default, bool):
+        return flag
+    if isinstance(default, int):
+        return whole(-(2**31), 2**31, "use a whole number")
+    if isinstance(default, float):
+        return decimal(-1e12, 1e12, "use a finite number", above_low=False)
+    if isinstance(default, Path):
+        return path_value
+    if isinstance(default, tuple):
+        return lambda value, name: tuple(
+            text_value(item, name, "give values separated by spaces or commas")
+            for item in (value.replace(",", " ").split() if isinstance(value, str) else value or ())
+        )
+    return lambda value, name: text_value(value, name, "give a single value")
 
 
 # --- checkers: (value, name) -> the value in its field's type ---------------------------
