@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from toa_kernel.core.errors import UserError
+from toa_kernel.core.sshtarget import check_port, check_user, split_host
 
 VENDOR_URL = "http://kb.linuxvirtualserver.org/images/3/34/Linux-2.6.32-220.23.1.el6.x86_64.rs.src.tar.gz"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -53,6 +54,16 @@ class Settings:
     # Out-of-tree module (kernels 3.0+): tarball URL template and branch.
     module_url: str = "https://github.com/huaweicloud/elb-toa/archive/refs/heads/{branch}.tar.gz"
     module_branch: str = "master"
+    # The system a task acts on: empty host = this machine; else [USER@]HOST[:PORT] over SSH.
+    host: str = ""
+    ssh_user: str = ""
+    ssh_port: int = 0
+    ssh_key: str = ""
+    ssh_sudo: bool = False
+    ssh_known_hosts: Path = Path("~/.config/toa-kernel/known_hosts")
+    ssh_accept_new_host_key: bool = False
+    ssh_connect_timeout: float = 10.0
+    ssh_legacy: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -120,7 +131,21 @@ class Settings:
             )
         if self.lab_timeout <= 0:
             raise UserError("lab_timeout must be a positive number of seconds")
+        self.check_ssh()
         return self
+
+    def check_ssh(self) -> None:
+        """The SSH settings: host syntax, user, port, timeout."""
+        if self.host:
+            split_host(self.host)
+        if self.ssh_user:
+            check_user(self.ssh_user, "ssh_user")
+        if self.ssh_port:
+            check_port(self.ssh_port, "ssh_port")
+        if self.ssh_connect_timeout <= 0:
+            raise UserError(
+                f"ssh_connect_timeout must be a positive number of seconds, not {self.ssh_connect_timeout}"
+            )
 
 
 def check_url(url: str) -> None:
@@ -160,4 +185,26 @@ def coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = str(out[key]).strip()
     if "sha256" in out:
         out["sha256"] = out["sha256"].lower()
+    return coerce_ssh(out)
+
+
+def coerce_ssh(out: dict[str, Any]) -> dict[str, Any]:
+    """The SSH settings' types (flags and INVOKE_TOA_* values arrive as strings)."""
+    try:
+        if "ssh_port" in out:
+            out["ssh_port"] = int(out["ssh_port"] or 0)
+        if "ssh_connect_timeout" in out:
+            out["ssh_connect_timeout"] = float(out["ssh_connect_timeout"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"bad numeric SSH setting: {exc}", "check invoke.yaml, INVOKE_TOA_* and flags"
+        ) from exc
+    for key in ("ssh_sudo", "ssh_accept_new_host_key", "ssh_legacy"):
+        if key in out and isinstance(out[key], str):
+            out[key] = out[key].strip().lower() in ("1", "true", "yes", "on")
+    for key in ("host", "ssh_user", "ssh_key"):
+        if key in out and out[key] is not None:
+            out[key] = str(out[key]).strip()
+    if "ssh_known_hosts" in out:
+        out["ssh_known_hosts"] = Path(str(out["ssh_known_hosts"])).expanduser()
     return out
