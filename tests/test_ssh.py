@@ -261,48 +261,65 @@ def test_sudo_that_wants_a_password_fails_at_once(sshd, sudo_users, tmp_path: Pa
 
 
 def test_a_host_dropping_mid_write_leaves_the_old_or_the_new_file(tmp_path: Path):
+    """The server's sshd is killed during the transfer (after a given share of the bytes
+    was sent) or later (during sync/rename, after a given time): never a partial file."""
     server = start_sshd()
     try:
         root = tmp_path / "root"
         grub = root / "boot/grub"
         grub.mkdir(parents=True)
-        old, new = os.urandom(24 << 20), os.urandom(24 << 20)
+        source = tmp_path / "new"
+        old, new = os.urandom(16 << 20), os.urandom(16 << 20)
+        source.write_bytes(new)
         known = server.trust(tmp_path / "known_hosts")
         started = time.monotonic()
         with SshSystem.connect(server.target(), server.options(known), str(root)) as remote:
             remote.write_bytes_atomic("/boot/grub/grub.conf", old)
         full = time.monotonic() - started
+        drops = [("sent", share) for share in (0.05, 0.3, 0.6, 0.9, 0.99)]
+        drops += [("time", share * full) for share in (0.5, 0.8, 1.0)]
         outcomes = []
-        for fraction in (0.1, 0.3, 0.5, 0.7, 0.9, 0.2, 0.6):
+        for round_, (when, value) in enumerate(drops):
             (grub / "grub.conf").write_bytes(old)
-            outcomes.append(write_and_drop(server, known, root, new, full * fraction))
+            backup = round_ % 2 == 0
+            outcomes.append(copy_and_drop(server, known, root, source, when, value, backup))
             content = (grub / "grub.conf").read_bytes()
-            assert content in (old, new), "the file is neither the old nor the new content"
+            assert content in (old, new), f"partial file after a drop at {when} {value}"
+            if when == "sent":  # the rest of the bytes was never sent
+                assert content == old
             if outcomes[-1] == "written":
                 assert content == new
-            if content == new:  # renamed (the answer may still have been lost with the connection)
+            if content == new and backup:  # renamed (the answer may still have been lost)
                 backups = sorted(grub.glob("grub.conf.toa-backup-*"))
                 assert backups and backups[-1].read_bytes() == old
-            for backup in grub.glob("grub.conf.toa-backup-*"):
-                backup.unlink()
+            for saved in grub.glob("grub.conf.toa-backup-*"):
+                saved.unlink()
             assert wait_for_no_temporary_files(grub)
-        assert "dropped" in outcomes, outcomes
+        assert outcomes[:5] == ["dropped"] * 5, outcomes
     finally:
         server.stop()
 
 
-def write_and_drop(server, known: Path, root: Path, data: bytes, delay: float) -> str:
-    """Write ``data`` over SSH and kill the server's connections after ``delay`` seconds."""
+def copy_and_drop(server, known: Path, root: Path, source: Path, when: str, value: float, backup: bool):
+    """Copy ``source`` over SSH; kill the server's connections once ``value`` of the bytes
+    were sent (``when="sent"``) or after ``value`` seconds (``when="time"``)."""
     remote = SshSystem.connect(server.target(), server.options(known), str(root))
-    killer = threading.Timer(delay, server.kill_connections)
+    size, sent, killed = source.stat().st_size, [0], []
+
+    def progress(count: int) -> None:
+        sent[0] += count
+        if when == "sent" and not killed and sent[0] >= value * size:
+            killed.append(server.kill_connections())
+
+    killer = threading.Timer(value if when == "time" else 3600, server.kill_connections)
     killer.start()
     try:
-        remote.write_bytes_atomic("/boot/grub/grub.conf", data, backup=True)
+        remote.copy_file_in(source, "/boot/grub/grub.conf", backup=backup, progress=progress)
         return "written"
     except ConnectionLost:
         return "dropped"
     finally:
-        killer.join()
+        killer.cancel()
         remote.close()
 
 
@@ -355,3 +372,21 @@ def test_open_system_picks_local_or_ssh_from_the_settings(sshd, tmp_path: Path):
 
 def test_sha256_fingerprint_matches_ssh_keygen(sshd):
     assert hostkeys.fingerprint(paramiko.PKey.from_path(sshd.host_key)) == host_fingerprint(sshd)
+
+
+def test_several_servers_at_once_each_log_their_own_commands(tmp_path: Path):
+    servers = []
+    try:
+        for _ in range(5):
+            servers.append(start_sshd())
+        assert len({server.port for server in servers}) == 5
+        for number, server in enumerate(servers):
+            known = server.trust(tmp_path / f"known_hosts_{number}")
+            with SshSystem.connect(server.target(), server.options(known)) as remote:
+                assert remote.run(["echo", f"node {number}"]).out == f"node {number}\n"
+        for number, server in enumerate(servers):
+            echoed = [command for _user, command in server.commands() if command.startswith("echo")]
+            assert echoed == [f"echo 'node {number}'"]
+    finally:
+        for server in servers:
+            server.stop()

@@ -144,14 +144,14 @@ def test_write_and_read_back_byte_exact(system, base: Path, data: bytes):
 def test_atomic_write_keeps_mode_and_owner_and_writes_through_links(system, base: Path):
     target = base / "boot/grub/grub.conf"
     target.write_text("old\n")
-    target.chmod(0o600)
+    target.chmod(0o640)  # neither mktemp's 0600 nor the 0644 asked for a new file
     os.chown(target, 12345, 23456)
     (base / "etc/grub.conf").symlink_to("../boot/grub/grub.conf")
     written = system.write_bytes_atomic("/etc/grub.conf", b"new\n", mode=0o644)
     assert written.path == "/boot/grub/grub.conf"
     assert (base / "etc/grub.conf").is_symlink()
     st = target.stat()
-    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 12345, 23456)
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 12345, 23456)
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["grub.conf"]  # no temporary file left
 
@@ -169,7 +169,7 @@ def test_write_into_a_missing_directory_is_a_user_error(system):
 def test_backup_keeps_old_content_mode_and_owner(system, base: Path):
     target = base / "boot/grub/grub.conf"
     target.write_bytes(b"v1\r\n")
-    target.chmod(0o600)
+    target.chmod(0o604)
     os.chown(target, 4321, 0)
     first = system.write_bytes_atomic("/boot/grub/grub.conf", b"v2\n", backup=True)
     second = system.write_bytes_atomic("/boot/grub/grub.conf", b"v3\n", backup=True)
@@ -178,7 +178,7 @@ def test_backup_keeps_old_content_mode_and_owner(system, base: Path):
     assert (base / first.backup[1:]).read_bytes() == b"v1\r\n"
     assert (base / second.backup[1:]).read_bytes() == b"v2\n"
     st = (base / first.backup[1:]).stat()
-    assert (st.st_mode & 0o7777, st.st_uid) == (0o600, 4321)
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o604, 4321)
     assert system.backups_of("/boot/grub/grub.conf") == sorted([first.backup, second.backup])
     assert target.read_bytes() == b"v3\n"
     assert system.write_bytes_atomic("/boot/grub/new.conf", b"x", backup=True).backup is None

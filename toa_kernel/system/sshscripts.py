@@ -83,7 +83,7 @@ WRITE = """target=$1 mode=$2 size=$3 backup=$4
 dir=${target%/*}; [ -n "$dir" ] || dir=/
 name=${target##*/}
 [ -d "$dir" ] || exit 68
-tmp= btmp=
+tmp= btmp= b=
 trap 'rm -f -- ${tmp:+"$tmp"} ${btmp:+"$btmp"}' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
 tmp=$(mktemp "$dir/.$name.toa-XXXXXXXXXX") || exit 73
@@ -101,7 +101,6 @@ if [ -e "$target" ]; then
     sync
     mv -f -- "$btmp" "$b" || exit 1
     btmp=
-    printf '%s' "$b"
   fi
 else
   chmod "$mode" -- "$tmp" || exit 1
@@ -109,7 +108,9 @@ fi
 sync
 mv -f -- "$tmp" "$target" || exit 1
 tmp=
-sync"""
+sync
+[ -z "$backup" ] || printf '%s' "$b"
+"""
 
 # $1 destination directory; a tar stream on stdin.
 UNTAR = """mkdir -p -- "$1" || exit 1
