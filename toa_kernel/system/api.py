@@ -26,6 +26,28 @@ directory, syncs it, keeps an existing target's mode and owner, renames it over
 the target and syncs again, optionally after a timestamped backup
 (``NAME.toa-backup-YYYYmmddTHHMMSSZ``, same mode and owner). A process or a
 connection that dies at any moment leaves the old or the new content.
+
+Porting a step onto a System (what replaces what):
+
+- ``root.resolve(p)`` / ``root.path(p)`` + ``open()``/``read_text()`` ->
+  ``system.read_bytes(p)`` (or ``read_text(p)``, ``None`` when missing);
+  ``Path.exists/is_file/stat/lstat`` -> ``system.stat(p[, follow_symlinks=False])``;
+  ``os.listdir``/``glob`` -> ``system.listdir(dir)`` and filter the names;
+  ``os.readlink`` -> ``system.readlink(p)``.
+- ``fileops.atomic_write(root.path(p), data)`` + ``backup_file`` ->
+  ``system.write_bytes_atomic(p, data, mode=..., backup=True)``;
+  ``backups_of`` -> ``system.backups_of(p)``; ``unlink``/``remove_tree`` ->
+  ``system.remove(p[, recursive=True])``; ``mkdir(parents=True)`` -> ``makedirs``;
+  copying build artifacts in -> ``copy_file_in`` (one file) / ``put_tree`` (a tree).
+- ``subprocess.run([...])`` on the system -> ``system.run([...], check=True)``
+  with paths from ``system.host_path(p)`` (``depmod -b``, ``installkernel``
+  under the root); read ``result.out``/``result.err`` (bytes: ``stdout``/``stderr``).
+- The run lock -> ``with system.lock("toa-kernel.lock"):`` (held on the server).
+- Keep planners pure: gather facts through the System, compute the plan and the
+  diff locally, then apply with the write/remove/run primitives. Open the
+  System once per task (``open_system(settings)``) and close it.
+- Each call over SSH is one or more round trips (resolve: one plus one per
+  symlink followed); read a file once and work on the bytes.
 """
 
 from __future__ import annotations
