@@ -179,7 +179,7 @@ class SshSystem(System):
             status = channel.recv_exit_status()
         finally:
             channel.close()
-        if status < 0 or not self.connected:
+        if status < 0:  # no exit status: the channel or the connection died
             raise self.lost(argv)
         result = RunResult(argv, status, bytes(out), bytes(err))
         self.check_sudo(result)
@@ -448,11 +448,16 @@ class SshSystem(System):
     def await_lock(self, channel: paramiko.Channel, argv: tuple[str, ...], system_path: str) -> None:
         """Wait for the holder shell's "locked", or turn its refusal into LockHeld."""
         seen = b""
+        channel.settimeout(max(30.0, self.options.connect_timeout))
         while not seen.endswith(b"locked\n"):
-            data = channel.recv(64)
+            try:
+                data = channel.recv(64)
+            except socket.timeout as exc:
+                raise EnvironmentFailure(f"{self.label}: no answer from the lock holder shell") from exc
             if not data:
                 break
             seen += data
+        channel.settimeout(None)
         if seen.endswith(b"locked\n"):
             return
         err = bytearray()
