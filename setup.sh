@@ -15,6 +15,8 @@ APT_PACKAGES=(
     qemu-system-x86 grub-legacy busybox-static fdisk e2fsprogs cpio
     # kernels 3.0+ (out-of-tree module): real Kbuild headers to build against
     linux-headers-amd64
+    # remote systems: a real OpenSSH server, sudo and flock for the SSH tests
+    openssh-server openssh-client sudo util-linux
 )
 
 if [ "$(id -u)" -eq 0 ]; then

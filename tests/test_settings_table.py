@@ -78,6 +78,15 @@ BAD_SETTINGS = {
     "lab_timeout": "-5",
     "module_url": "https://example.org/{{nope}}.tar.gz",
     "module_branch": "x/../../../victim",
+    "host": "root@web1:99999",
+    "ssh_user": "root;id",
+    "ssh_port": "22x",
+    "ssh_key": "id_rsa\u0007",
+    "ssh_sudo": "perhaps",
+    "ssh_known_hosts": "",
+    "ssh_accept_new_host_key": "sometimes",
+    "ssh_connect_timeout": "nan",
+    "ssh_legacy": "2",
 }
 NOT_CONFIGURABLE = {"project_dir"}  # set by tasks.py to the project's directory
 

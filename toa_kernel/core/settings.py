@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from toa_kernel.core.errors import UserError
 from toa_kernel.core.layout import KERNEL_VERSION, RELEASE_RE, UTS_LEN
+from toa_kernel.core.sshtarget import HOST_FIX, check_user, split_host
 
 VENDOR_URL = "http://kb.linuxvirtualserver.org/images/3/34/Linux-2.6.32-220.23.1.el6.x86_64.rs.src.tar.gz"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -76,6 +77,16 @@ class Settings:
     # Out-of-tree module (kernels 3.0+): tarball URL template and branch.
     module_url: str = "https://github.com/huaweicloud/elb-toa/archive/refs/heads/{branch}.tar.gz"
     module_branch: str = "master"
+    # The system a task acts on: empty host = this machine; else [USER@]HOST[:PORT] over SSH.
+    host: str = ""
+    ssh_user: str = ""
+    ssh_port: int = 0
+    ssh_key: str = ""
+    ssh_sudo: bool = False
+    ssh_known_hosts: Path = Path("~/.config/toa-kernel/known_hosts")
+    ssh_accept_new_host_key: bool = False
+    ssh_connect_timeout: float = 10.0
+    ssh_legacy: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -461,6 +472,35 @@ def parse_float(value: Any, name: str, low: float, high: float, should: str) -> 
     return float(number(value, name, whole=False, low=low, high=high, should=should))
 
 
+def host_value(value: Any, name: str) -> str:
+    """``[USER@]HOST[:PORT]`` of the server to drive over SSH (empty: this machine)."""
+    text = text_value(value, name, HOST_FIX)
+    if text:
+        try:
+            split_host(text)
+        except UserError as exc:
+            raise SettingError(name, value, exc.message, exc.fix or HOST_FIX) from None
+    return text
+
+
+def ssh_user_value(value: Any, name: str) -> str:
+    """A login name (empty: the user running the tool)."""
+    text = text_value(value, name, "use a login name such as root or admin")
+    if text:
+        try:
+            check_user(text, name)
+        except UserError as exc:
+            raise SettingError(name, value, "is not a valid user name", exc.fix) from None
+    return text
+
+
+def ssh_port_value(value: Any, name: str) -> int:
+    """A TCP port; empty or 0 means the one ``host`` names, else 22."""
+    if isinstance(value, str) and not value.strip():
+        return 0
+    return whole(0, 65535, "use a TCP port from 1 to 65535 (0 or empty: the host's, else 22)")(value, name)
+
+
 CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "url": url_value,
     "sha256": sha256_value,
@@ -489,4 +529,13 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "lab_timeout": decimal(0, 86400, "use a number of seconds above 0, at most 86400, e.g. 60"),
     "module_url": module_url_value,
     "module_branch": check_branch,
+    "host": host_value,
+    "ssh_user": ssh_user_value,
+    "ssh_port": ssh_port_value,
+    "ssh_key": lambda value, name: text_value(value, name, "give the path of a private key file"),
+    "ssh_sudo": flag,
+    "ssh_known_hosts": path_value,
+    "ssh_accept_new_host_key": flag,
+    "ssh_connect_timeout": decimal(0, 3600, "use a number of seconds above 0, at most 3600, e.g. 10"),
+    "ssh_legacy": flag,
 }

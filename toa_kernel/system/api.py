@@ -1,0 +1,284 @@
+"""One interface for the system a step acts on, here or over SSH.
+
+A step talks to a ``System``; ``LocalSystem`` (system/local.py) is this machine
+under a root prefix, ``SshSystem`` (system/ssh.py) a server reached over SSH
+under the same kind of prefix (``/`` in production). ``open_system(settings)``
+(system/opener.py) picks one.
+
+Paths. Every path given to a System is a *system path*: absolute, as the target
+system sees it (``/boot/grub/grub.conf``), never joined with the root by hand.
+``resolve`` follows symlinks *inside* the root (an absolute link target is taken
+relative to the root, as in a chroot, and ``..`` never climbs above it), and the
+file operations resolve before they act, so ``/etc/grub.conf ->
+../boot/grub/grub.conf`` is read and written through. ``host_path`` gives the
+path on the machine where commands run (root prefix + system path): use it in
+the argv of ``run`` (``depmod -b host_path('/')``). ``run`` is never chrooted.
+
+Errors. File conditions raise the usual OSErrors (``FileNotFoundError``,
+``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``), so code
+written for ``open()`` keeps its ``except`` clauses; everything else is a
+``ToaError``: ``UserError`` for a request that cannot work (a missing
+directory, a link loop), ``EnvironmentFailure`` for the machine or the link
+failing (disk full, a tool missing on the server, a dropped connection).
+
+Writes. ``write_bytes_atomic`` writes a temporary file in the target's
+directory, syncs it, keeps an existing target's mode and owner, renames it over
+the target and syncs again, optionally after a timestamped backup
+(``NAME.toa-backup-YYYYmmddTHHMMSSZ``, same mode and owner). A process or a
+connection that dies at any moment leaves the old or the new content.
+
+Porting a step onto a System (what replaces what):
+
+- ``root.resolve(p)`` / ``root.path(p)`` + ``open()``/``read_text()`` ->
+  ``system.read_bytes(p)`` (or ``read_text(p)``, ``None`` when missing);
+  ``Path.exists/is_file/stat/lstat`` -> ``system.stat(p[, follow_symlinks=False])``;
+  ``os.listdir``/``glob`` -> ``system.listdir(dir)`` and filter the names;
+  ``os.readlink`` -> ``system.readlink(p)``.
+- ``fileops.atomic_write(root.path(p), data)`` + ``backup_file`` ->
+  ``system.write_bytes_atomic(p, data, mode=..., backup=True)``;
+  ``backups_of`` -> ``system.backups_of(p)``; ``unlink``/``remove_tree`` ->
+  ``system.remove(p[, recursive=True])``; ``mkdir(parents=True)`` -> ``makedirs``;
+  copying build artifacts in -> ``copy_file_in`` (one file) / ``put_tree`` (a tree).
+- ``subprocess.run([...])`` on the system -> ``system.run([...], check=True)``
+  with paths from ``system.host_path(p)`` (``depmod -b``, ``installkernel``
+  under the root); read ``result.out``/``result.err`` (bytes: ``stdout``/``stderr``).
+- The run lock -> ``with system.lock("toa-kernel.lock"):`` (held on the server).
+- Keep planners pure: gather facts through the System, compute the plan and the
+  diff locally, then apply with the write/remove/run primitives. Open the
+  System once per task (``open_system(settings)``) and close it.
+- Each call over SSH is one or more round trips (resolve: one plus one per
+  symlink followed); read a file once and work on the bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import stat as statmod
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, NamedTuple
+
+from toa_kernel.core.errors import EnvironmentFailure, ToolMissing
+from toa_kernel.core.fileops import BACKUP_TAG
+
+# Exit codes of commands that could not run (bash/dash convention).
+NOT_FOUND_STATUS = 127
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What ``stat`` says about a path: kind, permission bits, owner, size."""
+
+    kind: str  # "file", "dir", "link" or "other"
+    mode: int  # permission bits, mode & 0o7777
+    uid: int
+    gid: int
+    size: int
+
+    @classmethod
+    def from_mode(cls, st_mode: int, uid: int, gid: int, size: int) -> FileStat:
+        if statmod.S_ISLNK(st_mode):
+            kind = "link"
+        elif statmod.S_ISDIR(st_mode):
+            kind = "dir"
+        elif statmod.S_ISREG(st_mode):
+            kind = "file"
+        else:
+            kind = "other"
+        return cls(kind, st_mode & 0o7777, uid, gid, size)
+
+
+class WriteResult(NamedTuple):
+    """The system path written (symlinks resolved) and the backup made, if any."""
+
+    path: str
+    backup: str | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished command: exit status and raw output bytes."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+    def check(self, where: str = "") -> RunResult:
+        """Raise a clear error unless the command succeeded; return self."""
+        if self.ok:
+            return self
+        if self.returncode == NOT_FOUND_STATUS and b"not found" in self.stderr:
+            program = missing_program(self.err) or (self.argv[0] if self.argv else "?")
+            raise ToolMissing(program, f"install {program} on {where or 'the system'}")
+        detail = self.err.strip() or f"exit status {self.returncode}"
+        raise EnvironmentFailure(f"{' '.join(self.argv)} failed{' on ' + where if where else ''}: {detail}")
+
+
+def missing_program(stderr: str) -> str:
+    """The program a shell could not find (bash: "X: command not found", dash: "X: not found")."""
+    found = re.findall(r"([^\s:]+): (?:command )?not found", stderr)
+    return found[-1] if found else ""
+
+
+def check_system_path(system_path: str) -> str:
+    """An absolute system path, normalised (``//x/./y`` -> ``/x/y``; ``..`` is kept)."""
+    text = str(system_path)
+    if not text.startswith("/"):
+        raise ValueError(f"system path must be absolute: {text!r}")
+    return str(PurePosixPath(text))
+
+
+def split_parent(system_path: str) -> tuple[str, str]:
+    """(parent, name) of a normalised system path; ``/`` has no name."""
+    path = PurePosixPath(check_system_path(system_path))
+    if path.name in ("", "..", "."):
+        raise ValueError(f"system path names no file: {system_path!r}")
+    return str(path.parent), path.name
+
+
+class System(ABC):
+    """The system a step acts on (see the module docstring)."""
+
+    #: For messages: ``local:/srv/node1`` or ``ssh://root@web1:22:/``.
+    label: str
+    #: The root prefix on that system (``/`` in production).
+    root: str
+
+    @property
+    def is_live(self) -> bool:
+        """True when the root is that machine's own ``/`` (the running system)."""
+        return self.root == "/"
+
+    @abstractmethod
+    def host_path(self, system_path: str) -> str:
+        """The path on the machine where commands run: root prefix + system path."""
+
+    @abstractmethod
+    def resolve(self, system_path: str) -> str:
+        """``system_path`` with every symlink followed inside the root (a system path)."""
+
+    @abstractmethod
+    def read_bytes(self, system_path: str, limit: int | None = None) -> bytes:
+        """The file's bytes (the first ``limit`` bytes when given); follows links in the root."""
+
+    @abstractmethod
+    def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
+        """What the path is (``None`` when it does not exist)."""
+
+    @abstractmethod
+    def listdir(self, system_path: str) -> list[str]:
+        """Names in a directory (sorted, without ``.`` and ``..``)."""
+
+    @abstractmethod
+    def readlink(self, system_path: str) -> str | None:
+        """A symlink's target text as stored (``None`` when the path is not a link)."""
+
+    @abstractmethod
+    def write_bytes_atomic(
+        self, system_path: str, data: bytes, mode: int | None = None, backup: bool = False
+    ) -> WriteResult:
+        """Replace the file atomically (``mode`` applies to a new file); see the module docstring."""
+
+    @abstractmethod
+    def copy_file_in(
+        self,
+        local_path: Path,
+        system_path: str,
+        mode: int | None = None,
+        backup: bool = False,
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Copy a file of the machine the tool runs on to the system, like ``write_bytes_atomic``."""
+
+    @abstractmethod
+    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+        """Copy the contents of a local directory into ``system_dir`` (created; files replaced).
+
+        Not atomic as a whole: ship into a fresh directory and rename it when
+        readers must never see half a tree.
+        """
+
+    @abstractmethod
+    def remove(self, system_path: str, recursive: bool = False) -> bool:
+        """Remove a file, link or (empty, or any with ``recursive``) directory; False if absent."""
+
+    @abstractmethod
+    def makedirs(self, system_path: str, mode: int = 0o755) -> None:
+        """Create a directory and its parents (no error when it exists)."""
+
+    @abstractmethod
+    def run(
+        self,
+        argv: Sequence[str],
+        input: bytes | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        check: bool = False,
+    ) -> RunResult:
+        """Run a command on that machine (``cwd`` is a host path; ``env`` adds variables).
+
+        A command that cannot be found exits 127; ``check`` raises for any failure.
+        A command still running after ``timeout`` seconds is killed and raises
+        ``EnvironmentFailure``.
+        """
+
+    @abstractmethod
+    def lock(self, name: str) -> contextlib.AbstractContextManager[object]:
+        """An exclusive, non-blocking lock ``ROOT/var/lock/NAME`` held on that system.
+
+        A second holder is refused at once with ``LockHeld`` naming the first;
+        the lock frees itself when its holder dies or its connection drops.
+        """
+
+    @abstractmethod
+    def free_bytes(self, system_path: str) -> int:
+        """Bytes available to the user on the filesystem holding an existing path."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op for systems holding nothing open
+        """Release what the system holds open (the SSH connection)."""
+
+    # Conveniences built on the primitives above.
+
+    def read_text(self, system_path: str, limit: int | None = None) -> str | None:
+        """The file's text (undecodable bytes replaced); ``None`` when missing or unreadable."""
+        try:
+            return self.read_bytes(system_path, limit).decode(errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            return None
+
+    def exists(self, system_path: str) -> bool:
+        return self.stat(system_path) is not None
+
+    def backups_of(self, system_path: str) -> list[str]:
+        """Backups made with ``backup=True`` for ``system_path``, oldest first."""
+        parent, name = split_parent(self.resolve(system_path))
+        try:
+            names = self.listdir(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        prefix = name + BACKUP_TAG
+        return [str(PurePosixPath(parent) / n) for n in sorted(names) if n.startswith(prefix)]
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,173 @@
+"""The System interface on this machine, under a root prefix.
+
+Paths map through ``Root`` (system/rootfs.py), writes go through core/fileops
+(temp file, fsync, keep mode/owner, rename, fsync the directory; timestamped
+backups), the lock is core/state's flock with holder reporting. Commands run
+with ``subprocess`` on this machine (not chrooted: pass ``host_path`` values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toa_kernel.core.errors import EnvironmentFailure, UserError
+from toa_kernel.core.fileops import atomic_write, backup_file, remove_tree
+from toa_kernel.core.state import WorkLock
+from toa_kernel.system.api import (
+    NOT_FOUND_STATUS,
+    FileStat,
+    Progress,
+    RunResult,
+    System,
+    WriteResult,
+    check_system_path,
+    split_parent,
+)
+from toa_kernel.system.rootfs import Root
+from toa_kernel.system.sshscripts import LOCK_DIR, check_lock_name
+
+
+@dataclass(frozen=True)
+class LockFile:
+    """What ``WorkLock`` needs of a work directory: the lock file's path."""
+
+    lock_path: Path
+
+
+class LocalSystem(System):
+    """This machine's files under ``root`` (``Root("/")`` is the live system)."""
+
+    def __init__(self, root: Root) -> None:
+        self.fs = root
+        self.root = root.base.as_posix()
+        self.label = f"local:{self.root}"
+
+    def host_path(self, system_path: str) -> str:
+        return str(self.fs.path(check_system_path(system_path)))
+
+    def resolve(self, system_path: str) -> str:
+        return self.fs.system_path(self.fs.resolve(check_system_path(system_path)))
+
+    def real(self, system_path: str) -> Path:
+        """The host path of ``system_path`` with symlinks resolved inside the root."""
+        return self.fs.resolve(check_system_path(system_path))
+
+    def entry(self, system_path: str) -> Path:
+        """The host path of the entry itself: parent resolved, last component not followed."""
+        parent, name = split_parent(system_path)
+        return self.real(parent) / name
+
+    def read_bytes(self, system_path: str, limit: int | None = None) -> bytes:
+        with open(self.real(system_path), "rb") as handle:
+            return handle.read(limit) if limit is not None else handle.read()
+
+    def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
+        path = self.real(system_path) if follow_symlinks else self.entry(system_path)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return FileStat.from_mode(st.st_mode, st.st_uid, st.st_gid, st.st_size)
+
+    def listdir(self, system_path: str) -> list[str]:
+        return sorted(os.listdir(self.real(system_path)))
+
+    def readlink(self, system_path: str) -> str | None:
+        try:
+            return os.readlink(self.entry(system_path))
+        except OSError:  # missing, or not a link
+            return None
+
+    def write_bytes_atomic(
+        self, system_path: str, data: bytes, mode: int | None = None, backup: bool = False
+    ) -> WriteResult:
+        target = self.real(system_path)
+        saved = backup_file(target) if backup and target.is_file() else None
+        written = atomic_write(target, data, mode=mode, follow_symlinks=False)
+        return WriteResult(self.fs.system_path(written), self.fs.system_path(saved) if saved else None)
+
+    def copy_file_in(
+        self,
+        local_path: Path,
+        system_path: str,
+        mode: int | None = None,
+        backup: bool = False,
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        data = Path(local_path).read_bytes()
+        result = self.write_bytes_atomic(system_path, data, mode=mode, backup=backup)
+        if progress:
+            progress(len(data))
+        return result
+
+    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+        self.makedirs(system_dir)
+        target = self.real(system_dir)
+        try:
+            shutil.copytree(local_dir, target, symlinks=True, dirs_exist_ok=True)
+        except (OSError, shutil.Error) as exc:
+            raise EnvironmentFailure(f"cannot copy {local_dir} to {self.label} {system_dir}: {exc}") from exc
+        if progress:
+            progress(sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file()))
+
+    def remove(self, system_path: str, recursive: bool = False) -> bool:
+        path = self.entry(system_path)
+        if not path.is_symlink() and not path.exists():
+            return False
+        try:
+            if path.is_dir() and not path.is_symlink() and not recursive:
+                path.rmdir()
+            else:
+                remove_tree(path)
+        except OSError as exc:
+            raise EnvironmentFailure(f"cannot remove {system_path} on {self.label}: {exc.strerror}") from exc
+        return True
+
+    def makedirs(self, system_path: str, mode: int = 0o755) -> None:
+        path = self.real(system_path)
+        try:
+            path.mkdir(mode=mode, parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise UserError(f"{self.label} {system_path} exists and is not a directory") from exc
+
+    def run(
+        self,
+        argv: Sequence[str],
+        input: bytes | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        check: bool = False,
+    ) -> RunResult:
+        argv = tuple(argv)
+        environment = {**os.environ, **env} if env else None
+        try:
+            done = subprocess.run(
+                argv, input=input, capture_output=True, timeout=timeout, env=environment, cwd=cwd
+            )
+        except FileNotFoundError:
+            message = f"{argv[0]}: command not found\n".encode()
+            result = RunResult(argv, NOT_FOUND_STATUS, b"", message)
+        except subprocess.TimeoutExpired as exc:
+            raise EnvironmentFailure(
+                f"{' '.join(argv)} timed out after {timeout:g} s on {self.label}"
+            ) from exc
+        else:
+            result = RunResult(argv, done.returncode, done.stdout, done.stderr)
+        return result.check(self.label) if check else result
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[object]:
+        check_lock_name(name)
+        self.makedirs(LOCK_DIR)
+        with WorkLock(LockFile(self.real(LOCK_DIR) / name)) as held:  # type: ignore[arg-type]
+            yield held
+
+    def free_bytes(self, system_path: str) -> int:
+        return shutil.disk_usage(self.real(system_path)).free
