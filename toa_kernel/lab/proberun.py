@@ -19,6 +19,7 @@ console is read, and the result goes to ``WORKDIR/lab/probe/``.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import tempfile
 import threading
@@ -274,6 +275,7 @@ def boot_command(
             root, paths.stage, conf, conf_text, target.kernel, scratch=Path(scratch), make_initramfs=initramfs
         )
         make_image(paths.stage, paths.image, staged.partition)
+        shutil.rmtree(paths.stage, ignore_errors=True)
         install_grub(paths.image, staged.partition, Path(scratch), paths.grub_log)
         return qemu_command(paths.image, network=network), entry.release or target.release
 
