@@ -364,6 +364,7 @@ def test_the_nic_driver_comes_from_the_root_else_the_lab_cache(tmp_path):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
     assert find_nic(Root.of(tmp_path / "root"), release, cache) == [cached]
+    assert find_nic(Root.of(tmp_path / "root"), release, tmp_path / "elsewhere", cache) == [cached]
     own = tmp_path / "root/lib/modules" / release / "kernel/drivers/net/ethernet/intel/e1000/e1000.ko"
     own.parent.mkdir(parents=True)
     own.write_bytes(b"y")

@@ -121,11 +121,17 @@ def find_module(root: Root, release: str, given: Path | None) -> Path:
     return path
 
 
-def find_nic(root: Root, release: str, cache: Path) -> list[Path]:
-    """The e1000 driver for ``release``: the root's, else the lab cache's; none means built in."""
+def find_nic(root: Root, release: str, *caches: Path) -> list[Path]:
+    """The e1000 driver for ``release``: the root's, else a lab cache's; none means built in.
+
+    A kernel the lab downloaded keeps its driver in ``modules/RELEASE/`` beside
+    it, so ``--kernel CACHE/vmlinuz-R`` finds it too.
+    """
     base = root.resolve(f"{MODULES_DIR}/{release}")
     found = sorted(base.rglob(NIC_MODULE)) if base.is_dir() else []
-    return found[:1] or nic_modules(cache, release)
+    for cache in caches:
+        found = found or nic_modules(cache, release)
+    return found[:1]
 
 
 def module_hooks_ipv6(module: Path) -> bool:
@@ -237,7 +243,8 @@ def resolve_target(
     release = kernel_release(real_kernel)
     ko = find_module(root, release, module)
     boot = "grub" if root.resolve("/boot/grub/grub.conf").is_file() else "direct"
-    return ProbeTarget(real_kernel, release, ko, find_nic(root, release, cache), module_hooks_ipv6(ko), boot)
+    nic = find_nic(root, release, cache, real_kernel.parent)
+    return ProbeTarget(real_kernel, release, ko, nic, module_hooks_ipv6(ko), boot)
 
 
 def boot_command(
