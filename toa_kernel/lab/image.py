@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from toa_kernel.boot.grubconf import parse
 from toa_kernel.core.errors import EnvironmentFailure, UserError
@@ -108,8 +109,13 @@ def stage_boot(
     *,
     omit: Iterable[str] = (),
     scratch: Path,
+    make_initramfs: Callable[[str, Path], Path] = build_initramfs,
 ) -> Staged:
-    """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf."""
+    """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf.
+
+    ``make_initramfs(release, path)`` writes the initramfs that stands in for
+    the entry of ``release`` (the probe passes its own).
+    """
     boot_dir = root.resolve(BOOT_DIR)
     if not boot_dir.is_dir():
         raise UserError(f"{root.path(BOOT_DIR)} does not exist", "pass --root with a system that has /boot")
@@ -139,7 +145,7 @@ def stage_boot(
             release = initramfs_release(relative, source.name, initrds)
             assert release is not None
             if release not in made:
-                made[release] = build_initramfs(release, scratch / f"initramfs-{release}.img")
+                made[release] = make_initramfs(release, scratch / f"initramfs-{release}.img")
             shutil.copyfile(made[release], target)
             staged.initramfs[system_path] = release
         else:
