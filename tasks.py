@@ -182,6 +182,15 @@ def build(
 # === install-kernel, grub, rollback ==========================================
 
 INSTALL_RELEASE_HELP = "the kernel release to install (default: the one 'invoke build' recorded)"
+TRIAL_HELP = (
+    "boot the new kernel ONCE: GRUB writes the old entry back as the default while booting it, so any "
+    "later reboot (a panic, a reset, a power cycle) returns to the old kernel; keep it with "
+    "'invoke verify --commit'"
+)
+PANIC_SECONDS_HELP = (
+    "with --trial: panic=N on the new kernel's line, a panic reboots after N s (default: toa.trial_panic, "
+    "10); a hang still needs a power cycle unless a hardware watchdog resets the server"
+)
 
 
 def show_install(out: Console, title: str, report: Any, json: bool) -> None:
@@ -198,6 +207,8 @@ def show_install(out: Console, title: str, report: Any, json: bool) -> None:
         "no_initramfs": "install without an initramfs (no installkernel/dracut; must boot without one)",
         "startup": "how toa is loaded at boot: modules (/etc/sysconfig/modules/toa.modules) or rc.local",
         "kernel_args": "more kernel arguments for the TOA entry, besides grub/kernel-args (e.g. 'quiet')",
+        "trial": TRIAL_HELP,
+        "panic_seconds": PANIC_SECONDS_HELP,
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -213,6 +224,8 @@ def install_kernel(
     no_initramfs: bool = False,
     startup: str | None = None,
     kernel_args: str | None = None,
+    trial: bool = False,
+    panic_seconds: str | None = None,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
@@ -223,19 +236,27 @@ def install_kernel(
     from toa_kernel.boot.install import InstallRequest
     from toa_kernel.boot.install import install_kernel as run_install
 
-    s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
+    s = settings(
+        c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args, trial_panic=panic_seconds
+    )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    request = InstallRequest(release=release, force=force, initramfs=not no_initramfs, dry_run=dry)
+    request = InstallRequest(
+        release=release, force=force, initramfs=not no_initramfs, dry_run=dry, trial=trial
+    )
     with locked_unless_dry(s, dry, out):
         report = run_install(s, request, out)
     title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
+    if trial and not dry:
+        title = "install-kernel: done (reboot: the new kernel boots once, then 'invoke verify --commit')"
     show_install(out, title, report, json)
 
 
 @task(
     help={
         "release": INSTALL_RELEASE_HELP,
+        "trial": TRIAL_HELP,
+        "panic_seconds": PANIC_SECONDS_HELP,
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -247,6 +268,8 @@ def install_kernel(
 def grub(
     c: Context,
     release: str | None = None,
+    trial: bool = False,
+    panic_seconds: str | None = None,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
@@ -256,11 +279,11 @@ def grub(
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
     from toa_kernel.boot.install import configure_grub
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     with locked_unless_dry(s, dry, out):
-        report = configure_grub(s, release, dry_run=dry, console=out)
+        report = configure_grub(s, release, dry_run=dry, console=out, trial=trial)
     show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
 
 
@@ -306,6 +329,9 @@ def rollback(
         "collect": "print the facts as JSON and judge nothing",
         "checks": "check sets or checks, comma-separated: kernel (default), boot, runtime, hooks, "
         "module (kernels 3.0+, chosen by itself there), or names such as nohz-off,cron",
+        "commit": "after a trial boot (install-kernel --trial): when the TOA kernel runs and verify passes, "
+        "make it GRUB's permanent default (default=N, savedefault removed); refused otherwise",
+        "dry_run": "with --commit: print the grub.conf diff, change nothing (also: invoke --dry)",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     },
@@ -319,6 +345,8 @@ def verify(
     facts: str | None = None,
     collect: bool = False,
     checks: str | None = None,
+    commit: bool = False,
+    dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
 ) -> None:
@@ -327,6 +355,9 @@ def verify(
     from toa_kernel.verify import run as verifying
 
     s = settings(c, workdir=workdir, root=root)
+    if commit:
+        commit_trial(c, s, release=release, facts=facts, dry_run=dry_run, json=json, quiet=quiet)
+        return
     code = verifying.run(
         s,
         console(quiet, json or collect),
@@ -338,6 +369,25 @@ def verify(
     )
     if code:
         raise Exit(code=code)
+
+
+def commit_trial(
+    c: Context, s: Settings, *, release: str | None, facts: str | None, dry_run: bool, json: bool, quiet: bool
+) -> None:
+    """``verify --commit``: the verify report, then the grub.conf change that keeps the TOA kernel."""
+    from toa_kernel.verify.commit import commit
+    from toa_kernel.verify.run import show
+
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    with locked_unless_dry(s, dry, out):
+        report = commit(s, out, release=release, facts_file=facts, dry_run=dry)
+    if json:
+        out.emit_json(report.as_dict())
+        return
+    show(report.verify, out, False)
+    title = "verify --commit: dry run, nothing changed" if dry else "verify --commit: the TOA kernel is kept"
+    out.summary(title, report.rows())
 
 
 @task(
@@ -387,6 +437,9 @@ def serve(
         "release": "the TOA release to expect (default: the one the work directory's manifest records)",
         "kernel": "a bzImage to boot in place of every kernel (default: Debian's, downloaded once)",
         "keep": "keep the staging copy of /boot (WORKDIR/lab/SCENARIO/stage)",
+        "boots": "boot the SAME image this many times (default 1), keeping what GRUB writes on it between "
+        "boots (a trial's saved default); the guest may reboot by itself (panic=N); "
+        "artifacts in WORKDIR/lab/boots",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     }
@@ -401,6 +454,7 @@ def lab(
     release: str | None = None,
     kernel: str | None = None,
     keep: bool = False,
+    boots: int = 1,
     json: bool = False,
     quiet: bool = False,
 ) -> None:
@@ -410,6 +464,9 @@ def lab(
 
     s = settings(c, root=root, workdir=workdir, lab_timeout=timeout)
     out = console(quiet, json)
+    if int(boots) > 1:
+        lab_boots(s, int(boots), Path(kernel) if kernel else None, out, json)
+        return
     result = lab_for_settings(
         s,
         scenario=scenario,
@@ -424,6 +481,24 @@ def lab(
         for line in result.judged.table():
             print(line, file=out.out, flush=True)
         out.summary(f"lab ({scenario}): {result.verdict}", result.summary_rows())
+    if not result.ok:
+        raise Exit(code=1)
+
+
+def lab_boots(s: Settings, boots: int, kernel: Path | None, out: Console, json: bool) -> None:
+    """``invoke lab --boots N``: one image, N boots, what each one booted."""
+    from toa_kernel.lab.multiboot import boot_several
+    from toa_kernel.system.rootfs import Root
+
+    work = Workdir(Path(s.workdir))
+    with WorkLock(work, echo=out.say):
+        result = boot_several(
+            Root.of(s.root), work, boots, kernel=kernel, timeout=max(s.lab_timeout, 120.0), say=out.say
+        )
+    if json:
+        out.emit_json(result.as_dict())
+    else:
+        out.summary(f"lab ({boots} boots of one image): {'PASS' if result.ok else 'FAIL'}", result.rows())
     if not result.ok:
         raise Exit(code=1)
 

@@ -48,6 +48,8 @@ class Settings:
     # install-kernel: extra kernel arguments (besides grub/'s), startup style.
     kernel_args: str = ""
     startup: str = "modules"
+    # install-kernel --trial: panic=N on the trial entry (a panic reboots after N seconds).
+    trial_panic: int = 10
     # Boot lab: seconds one QEMU boot may take.
     lab_timeout: float = 60.0
     # Out-of-tree module (kernels 3.0+): tarball URL template and branch.
@@ -118,6 +120,11 @@ class Settings:
                 f"startup style {self.startup!r} is not known",
                 "use 'modules' (/etc/sysconfig/modules/toa.modules) or 'rc.local'",
             )
+        if not 0 < self.trial_panic <= 3600:
+            raise UserError(
+                f"trial_panic {self.trial_panic} is not 1 to 3600 seconds",
+                "set --panic-seconds N (toa.trial_panic): a panic of the trial kernel reboots after N s",
+            )
         if self.lab_timeout <= 0:
             raise UserError("lab_timeout must be a positive number of seconds")
         return self
@@ -137,7 +144,7 @@ def coerce(values: dict[str, Any]) -> dict[str, Any]:
     """Convert config/flag values (often strings) into the field types."""
     out = dict(values)
     try:
-        for key in ("option_code", "jobs", "retries"):
+        for key in ("option_code", "jobs", "retries", "trial_panic"):
             if key in out:
                 out[key] = int(out[key])
         for key in ("min_free_gib", "connect_timeout", "read_timeout", "backoff", "lab_timeout"):

@@ -28,8 +28,12 @@ GRACE_SECONDS = 2.0
 READ_SIZE = 65536
 
 
-def qemu_command(image: Path, memory_mib: int = MEMORY_MIB) -> list[str]:
-    """The QEMU command line that boots ``image`` from its MBR."""
+def qemu_command(image: Path, memory_mib: int = MEMORY_MIB, reboot: bool = False) -> list[str]:
+    """The QEMU command line that boots ``image`` from its MBR.
+
+    ``reboot``: a guest reboot (a panic with ``panic=N``) restarts the machine, as a
+    server does, instead of ending QEMU (``-no-reboot``).
+    """
     return [
         program("qemu-system-x86_64"),
         "-accel",
@@ -37,7 +41,7 @@ def qemu_command(image: Path, memory_mib: int = MEMORY_MIB) -> list[str]:
         "-m",
         str(memory_mib),
         "-nographic",
-        "-no-reboot",
+        *([] if reboot else ["-no-reboot"]),
         "-net",
         "none",
         "-drive",
@@ -61,14 +65,21 @@ def run_qemu(
     log: Path,
     timeout: float,
     is_over: Callable[[str], bool] = boot_is_over,
+    reboot: bool = False,
 ) -> BootRun:
-    """Boot ``image``; copy the console to ``log``; stop on power-off, a stuck GRUB or ``timeout``."""
+    """Boot ``image``; copy the console to ``log``; stop on power-off, a stuck GRUB or ``timeout``.
+
+    ``reboot``: the guest may reboot within the run (see ``qemu_command``).
+    """
     started = time.monotonic()
     chunks: list[bytes] = []
     over_at: float | None = None
     timed_out = False
     process = subprocess.Popen(
-        qemu_command(image), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        qemu_command(image, reboot=reboot),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
