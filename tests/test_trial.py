@@ -301,6 +301,19 @@ def test_commit_after_a_healthy_trial_boot_keeps_the_new_kernel(root):
     assert not (root / "boot/grub/default").exists()
 
 
+def test_verify_during_a_trial_points_at_the_commit(root):
+    from toa_kernel.verify.run import expectation, judge, obtain_facts
+
+    run_grub(root)
+    boot_into(root, TOA, toa_cmdline(root))
+    (root / "boot/grub/default").write_bytes(b"1\0\n\n\n\n\n\n\n\n" + saved_default_text(0).encode()[10:])
+    settings = settings_for(root)
+    report = judge(obtain_facts(settings, None, TOA), expectation(settings, TOA), "grub-default")
+    (result,) = report.results
+    assert result.status.value == "FAIL" and "the next reboot leaves TOA" in result.reason
+    assert "invoke verify --commit" in result.fix
+
+
 def test_commit_is_refused_when_the_old_kernel_runs(root):
     run_grub(root)
     before = snapshot(root)

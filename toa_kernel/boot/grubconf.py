@@ -879,10 +879,11 @@ def drop_fallback(config: GrubConfig) -> Step:
 #   shorter than 10 bytes fails with ``Error 18``, a missing one with ``Error 15``,
 #   and either error aborts the entry being booted (GRUB falls back);
 # - ``grub-set-default N`` writes ``N`` on the first line, padded with ``#`` lines.
-#   That shape is read the same by upstream and Red Hat's GRUB (leading digits) and
-#   by Debian's. Debian's GRUB also accepts ``SAVED:ONCE`` (``0:1``), written by its
-#   grub shell's ``savedefault --default=N --once``, and boots ONCE; Red Hat's reads
-#   the same bytes as entry SAVED. This module never writes that shape.
+#   That shape is read alike by upstream GRUB 0.97 (leading digits; Red Hat's package
+#   is built from it) and by Debian's. Debian's GRUB also accepts ``SAVED:ONCE``
+#   (``0:1``), written by its grub shell's ``savedefault --default=N --once``, and
+#   boots ONCE; upstream's stage2 stops at the colon and boots SAVED. This module
+#   never writes that shape.
 
 SAVED_DEFAULT_FILE = "default"  # the file's name, in the directory of the configuration file
 SAVED_DEFAULT_MIN = 10  # GRUB reads and rewrites this many bytes

@@ -29,7 +29,6 @@ from typing import Any
 
 from toa_kernel.boot import grubconf
 from toa_kernel.boot.grubstep import GrubFile, GrubPlan, entry_identity, guarded_write
-from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError, UserError
 from toa_kernel.core.fileops import atomic_write, backup_file
 from toa_kernel.core.plan import Change, Plan, file_edit, unified_diff
@@ -102,25 +101,6 @@ def plan_saved_default(saved: SavedDefaultFile, index: int, backups: list[Path])
     )  # fmt: skip
 
 
-def trial_edit(
-    grub: GrubFile,
-    release: str,
-    args: tuple[str, ...],
-    initrd_name: str | None,
-    saved: int | None,
-    panic_seconds: int,
-) -> grubconf.TrialEdit:
-    """``grubconf.edit_for_trial`` on the file's text, errors naming the file."""
-    grub.parsed()
-    try:
-        return grubconf.edit_for_trial(
-            grub.text, release, kernel_args=args, initrd_name=initrd_name, saved_default=saved,
-            panic_seconds=panic_seconds,
-        )  # fmt: skip
-    except ToaError as exc:
-        raise UserError(f"{grub.label}: {exc.message}", exc.fix or "") from exc
-
-
 def plan_trial(
     grub: GrubFile,
     release: str,
@@ -129,8 +109,18 @@ def plan_trial(
     saved: int | None,
     panic_seconds: int,
 ) -> TrialPlan:
-    """The trial: the ``default`` file first, then grub.conf (empty plan when both are done)."""
-    edit = trial_edit(grub, release, args, initrd_name, saved, panic_seconds)
+    """The trial: the ``default`` file first, then grub.conf (empty plan when both are done).
+
+    ``saved``: the entry the ``default`` file holds now (for ``default saved``).
+    """
+    grub.parsed()
+    try:
+        edit = grubconf.edit_for_trial(
+            grub.text, release, kernel_args=args, initrd_name=initrd_name, saved_default=saved,
+            panic_seconds=panic_seconds,
+        )  # fmt: skip
+    except ToaError as exc:
+        raise UserError(f"{grub.label}: {exc.message}", exc.fix or "") from exc
     saved_file = SavedDefaultFile.beside(grub)
     result = TrialPlan(Plan("grub.conf"), grub, edit, saved=saved_file)
     result.plan.add(plan_saved_default(saved_file, edit.saved_default, result.saved_backups))
@@ -237,9 +227,3 @@ def restore_change(path: Path, data: bytes, summary: str, label: str) -> Change 
     old, new = ((text or b"").decode(errors="surrogateescape") for text in (current, data))
     diff = unified_diff(old, new, label.lstrip("/"))
     return Change(summary=summary, action=lambda: atomic_write(path, data), diff=diff)
-
-
-def describe(planned: TrialPlan, console: Console) -> None:
-    """Say what the trial will do (also in a dry run)."""
-    for note in trial_notes(planned.edit):
-        console.say(f"trial: {note}")
