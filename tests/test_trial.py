@@ -375,6 +375,10 @@ def test_bad_panic_seconds_on_the_command_line_is_a_user_error(root):
 def test_install_kernel_trial_then_commit_then_rollback(tmp_path, build_section):
     sandbox = Sandbox(tmp_path, build_section)
     original = sandbox.path(GRUB).read_bytes()
+    before = snapshot(sandbox.root.base)
+    planned = sandbox.install(trial=True, dry_run=True)
+    assert snapshot(sandbox.root.base) == before and planned.trial and "watchdog" in " ".join(planned.notes)
+    assert "+++ b/boot/grub/default" in sandbox.output.getvalue()
     report = sandbox.install(trial=True)
     config = sandbox.grub_config()
     assert config.default == "saved" and config.entries[0].release == sandbox.release
