@@ -22,6 +22,7 @@ from toa_kernel.core.settings import (
     check_branch,
     check_release,
     directory_to_create,
+    input_path,
     module_url_value,
     parse_float,
     parse_int,
@@ -213,6 +214,15 @@ def build(
 # === install-kernel, grub, rollback ==========================================
 
 INSTALL_RELEASE_HELP = "the kernel release to install (default: the one 'invoke build' recorded)"
+TRIAL_HELP = (
+    "boot the new kernel ONCE: GRUB writes the old entry back as the default while booting it, so any "
+    "later reboot (a panic, a reset, a power cycle) returns to the old kernel; keep it with "
+    "'invoke verify --commit'"
+)
+PANIC_SECONDS_HELP = (
+    "with --trial: panic=N on the new kernel's line, a panic reboots after N s (default: toa.trial_panic, "
+    "10); a hang still needs a power cycle unless a hardware watchdog resets the server"
+)
 
 
 def show_install(out: Console, title: str, report: Any, json: bool) -> None:
@@ -231,6 +241,8 @@ def show_install(out: Console, title: str, report: Any, json: bool) -> None:
         "kernel_args": "more kernel arguments for the TOA entry, besides grub/kernel-args (e.g. 'quiet')",
         "take_over_hooks": "overwrite /etc/cron.d/toa or /etc/sysconfig/modules/toa.modules even when "
         "toa-kernel did not write them: each is backed up first, and rollback restores it exactly",
+        "trial": TRIAL_HELP,
+        "panic_seconds": PANIC_SECONDS_HELP,
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -247,6 +259,8 @@ def install_kernel(
     startup: str | None = None,
     kernel_args: str | None = None,
     take_over_hooks: bool = False,
+    trial: bool = False,
+    panic_seconds: str | None = None,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
@@ -257,7 +271,9 @@ def install_kernel(
     from toa_kernel.boot.install import InstallRequest
     from toa_kernel.boot.install import install_kernel as run_install
 
-    s = settings(c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args)
+    s = settings(
+        c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args, trial_panic=panic_seconds
+    )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     request = InstallRequest(
@@ -266,16 +282,21 @@ def install_kernel(
         initramfs=not no_initramfs,
         dry_run=dry,
         take_over_hooks=take_over_hooks,
+        trial=trial,
     )
     with locked_unless_dry(s, dry, out, system=True):
         report = run_install(s, request, out)
     title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
+    if trial and not dry:
+        title = "install-kernel: done (reboot: the new kernel boots once, then 'invoke verify --commit')"
     show_install(out, title, report, json)
 
 
 @task(
     help={
         "release": INSTALL_RELEASE_HELP,
+        "trial": TRIAL_HELP,
+        "panic_seconds": PANIC_SECONDS_HELP,
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -287,6 +308,8 @@ def install_kernel(
 def grub(
     c: Context,
     release: str | None = None,
+    trial: bool = False,
+    panic_seconds: str | None = None,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
@@ -296,11 +319,11 @@ def grub(
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
     from toa_kernel.boot.install import configure_grub
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     with locked_unless_dry(s, dry, out, system=True):
-        report = configure_grub(s, release_flag(release), dry_run=dry, console=out)
+        report = configure_grub(s, release_flag(release), dry_run=dry, console=out, trial=trial)
     show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
 
 
@@ -346,6 +369,9 @@ def rollback(
         "collect": "print the facts as JSON and judge nothing",
         "checks": "check sets or checks, comma-separated: kernel (default), boot, runtime, hooks, "
         "module (kernels 3.0+, chosen by itself there), or names such as nohz-off,cron",
+        "commit": "after a trial boot (install-kernel --trial): when the TOA kernel runs and verify passes, "
+        "make it GRUB's permanent default (default=N, savedefault removed); refused otherwise",
+        "dry_run": "with --commit: print the grub.conf diff, change nothing (also: invoke --dry)",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     },
@@ -359,6 +385,8 @@ def verify(
     facts: str | None = None,
     collect: bool = False,
     checks: str | None = None,
+    commit: bool = False,
+    dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
 ) -> None:
@@ -367,6 +395,9 @@ def verify(
     from toa_kernel.verify import run as verifying
 
     s = settings(c, workdir=workdir, root=root)
+    if commit:
+        commit_trial(c, s, release=release, facts=facts, dry_run=dry_run, json=json, quiet=quiet)
+        return
     code = verifying.run(
         s,
         console(quiet, json or collect),
@@ -378,6 +409,25 @@ def verify(
     )
     if code:
         raise Exit(code=code)
+
+
+def commit_trial(
+    c: Context, s: Settings, *, release: str | None, facts: str | None, dry_run: bool, json: bool, quiet: bool
+) -> None:
+    """``verify --commit``: the verify report, then the grub.conf change that keeps the TOA kernel."""
+    from toa_kernel.verify.commit import commit
+    from toa_kernel.verify.run import show
+
+    out = console(quiet, json)
+    dry = is_dry(c, dry_run)
+    with locked_unless_dry(s, dry, out):
+        report = commit(s, out, release=release, facts_file=facts, dry_run=dry)
+    if json:
+        out.emit_json(report.as_dict())
+        return
+    show(report.verify, out, False)
+    title = "verify --commit: dry run, nothing changed" if dry else "verify --commit: the TOA kernel is kept"
+    out.summary(title, report.rows())
 
 
 @task(
@@ -438,6 +488,9 @@ def serve(
         "module": "with --probe: the toa.ko to load (default: the one under ROOT/lib/modules/RELEASE "
         "for the release of the booted kernel)",
         "option_code": "with --probe: the TOA option kind the module honours (default: toa.option_code, 254)",
+        "boots": "boot the SAME image this many times (default 1), keeping what GRUB writes on it between "
+        "boots (a trial's saved default); the guest may reboot by itself (panic=N); "
+        "artifacts in WORKDIR/lab/boots",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     }
@@ -455,6 +508,7 @@ def lab(
     probe: bool = False,
     module: str | None = None,
     option_code: str | None = None,
+    boots: str = "1",
     json: bool = False,
     quiet: bool = False,
 ) -> None:
@@ -468,15 +522,20 @@ def lab(
         raise SettingError(
             "--scenario", scenario, "is not a lab scenario", f"use one of: {', '.join(SCENARIOS)}"
         )
+    kernel_path, module_path = input_path(kernel, "--kernel"), input_path(module, "--module")
     out = console(quiet, json)
     if probe:
-        lab_probe(s, out, Path(kernel) if kernel else None, Path(module) if module else None, json)
+        lab_probe(s, out, kernel_path, module_path, json)
+        return
+    count = parse_int(boots, "--boots", 1, 10, "boot the image 1 to 10 times")
+    if count > 1:
+        lab_boots(s, count, kernel_path, out, json)
         return
     result = lab_for_settings(
         s,
         scenario=scenario,
         release=release_flag(release),
-        kernel=Path(kernel) if kernel else None,
+        kernel=kernel_path,
         keep_stage=keep,
         say=out.say,
     )
@@ -501,6 +560,24 @@ def lab_probe(s: Settings, out: Console, kernel: Path | None, module: Path | Non
         for line in result.lines():
             print(line, file=out.out, flush=True)
         out.summary(f"lab (probe): {result.verdict}", result.summary_rows())
+    if not result.ok:
+        raise Exit(code=1)
+
+
+def lab_boots(s: Settings, boots: int, kernel: Path | None, out: Console, json: bool) -> None:
+    """``invoke lab --boots N``: one image, N boots, what each one booted."""
+    from toa_kernel.lab.multiboot import boot_several
+    from toa_kernel.system.rootfs import Root
+
+    work = Workdir(Path(s.workdir))
+    with WorkLock(work, echo=out.say):
+        result = boot_several(
+            Root.of(s.root), work, boots, kernel=kernel, timeout=max(s.lab_timeout, 120.0), say=out.say
+        )
+    if json:
+        out.emit_json(result.as_dict())
+    else:
+        out.summary(f"lab ({boots} boots of one image): {'PASS' if result.ok else 'FAIL'}", result.rows())
     if not result.ok:
         raise Exit(code=1)
 
@@ -553,8 +630,8 @@ def build_module(
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     request = SourceRequest(
-        src=Path(src) if src else None,
-        tarball=Path(tarball) if tarball else None,
+        src=input_path(src, "--src", "directory"),
+        tarball=input_path(tarball, "--tarball"),
         url=module_url_value(url, "--url") if url is not None else None,
         sha256=sha256_value(sha256, "--sha256") if sha256 is not None else "",
         branch=check_branch(branch, "--branch") if branch is not None else None,
@@ -608,7 +685,7 @@ def install_module(
     s = settings(c, workdir=workdir, root=root)
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    ko_path = Path(ko) if ko else None
+    ko_path = input_path(ko, "--ko")
     with locked_unless_dry(s, dry, out, system=True):
         result = run_install(s, out, release=release_flag(release), ko=ko_path, startup=startup, dry_run=dry)
     if json:

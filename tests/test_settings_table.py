@@ -87,6 +87,7 @@ BAD_SETTINGS = {
     "ssh_accept_new_host_key": "sometimes",
     "ssh_connect_timeout": "nan",
     "ssh_legacy": "2",
+    "trial_panic": "0",
 }
 NOT_CONFIGURABLE = {"project_dir"}  # set by tasks.py to the project's directory
 
@@ -171,10 +172,11 @@ BAD_FLAGS = {
         "--release": "a b",
         "--startup": "systemd",
         "--kernel-args": "nohz=off;reboot",
+        "--panic-seconds": "0",
         "--root": "{file}",
         "--workdir": "{file}",
     },
-    "grub": {"--release": "../x", "--root": "{file}", "--workdir": "{file}"},
+    "grub": {"--release": "../x", "--panic-seconds": "nan", "--root": "{file}", "--workdir": "{file}"},
     "rollback": {"--root": "{file}", "--workdir": "{file}"},
     "verify": {
         "--release": "a;b",
@@ -194,6 +196,10 @@ BAD_FLAGS = {
         "--timeout": "nan",
         "--scenario": "nosuch",
         "--release": "a b",
+        "--boots": "twice",
+        "--kernel": "{root}",
+        "--module": "{root}",
+        "--option-code": "300",
         "--root": "{file}",
         "--workdir": "{file}",
     },
@@ -202,12 +208,15 @@ BAD_FLAGS = {
         "--branch": "x/../y",
         "--sha256": "xyz",
         "--url": "ftp://x/{{branch}}.tgz",
+        "--src": "{file}",
+        "--tarball": "{root}",
         "--root": "{file}",
         "--workdir": "{file}",
     },
     "install-module": {
         "--release": "a b",
         "--startup": "nosuch",
+        "--ko": "{root}",
         "--root": "{file}",
         "--workdir": "{file}",
     },
@@ -228,6 +237,29 @@ def test_a_bad_flag_is_refused_naming_it(tmp_path, task, flag):
 
 def test_the_flag_table_covers_every_task():
     assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
+
+
+def test_the_flag_table_covers_every_flag_that_takes_a_value():
+    """A flag added to a task without a bad value in BAD_FLAGS fails here."""
+    import importlib.util
+
+    from invoke import Collection
+
+    spec = importlib.util.spec_from_file_location("project_tasks", Path(__file__).parent.parent / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    collection = Collection.from_module(module)
+    missing = {}
+    for name in collection.task_names:
+        flags = {
+            "--" + argument.name.replace("_", "-")
+            for argument in collection[name].get_arguments()
+            if argument.kind is not bool
+        }
+        if flags - set(BAD_FLAGS.get(name, {})):
+            missing[name] = sorted(flags - set(BAD_FLAGS.get(name, {})))
+    assert missing == {}
 
 
 # A few of the table's cases, always run (the table itself is slow: one process each).

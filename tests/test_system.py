@@ -119,7 +119,7 @@ def test_links_that_try_to_leave_the_root_stay_inside(system, base: Path):
 def test_a_link_loop_is_a_clear_error(system, base: Path):
     (base / "etc/a").symlink_to("b")
     (base / "etc/b").symlink_to("a")
-    with pytest.raises(UserError, match="too many levels of symbolic links"):
+    with pytest.raises(UserError, match=r"symbolic links at /etc/[ab] form a loop"):
         system.resolve("/etc/a")
 
 

@@ -857,3 +857,227 @@ def drop_fallback(config: GrubConfig) -> Step:
     for command in reversed(found):
         del lines[command.first : command.last + 1]
     return "".join(lines), [f"fallback {c.value} removed" for c in found]
+
+
+# ---------------------------------------------------------------- trial boot (boot the new entry once)
+#
+# GRUB legacy's "booting once-only" method: ``default saved`` makes GRUB boot the
+# entry whose number is stored in ``default`` beside grub.conf (``/boot/grub/default``);
+# the trial entry carries ``savedefault N``, so GRUB writes N (the old entry) into
+# that file while it boots the trial entry. Whatever happens next (panic and reboot,
+# reset, power cycle), the following boot is the old entry's, until a commit makes the
+# trial entry the numeric default. ``panic=N`` on the trial entry turns a panic into
+# a reboot after N seconds.
+#
+# The ``default`` file, as GRUB 0.97 reads and writes it (stage2's ``cmain`` and
+# ``savedefault``; measured with Debian's grub-legacy in the boot lab):
+#
+# - at boot GRUB reads its first 10 bytes and takes the leading decimal digits;
+#   no digits (or no file) means entry 0;
+# - ``savedefault N`` opens the file and overwrites its first 10 bytes in place,
+#   through the blocks the file already has, with ``N``, a NUL and newlines. A file
+#   shorter than 10 bytes fails with ``Error 18``, a missing one with ``Error 15``,
+#   and either error aborts the entry being booted (GRUB falls back);
+# - ``grub-set-default N`` writes ``N`` on the first line, padded with ``#`` lines.
+#   That shape is read alike by upstream GRUB 0.97 (leading digits; Red Hat's package
+#   is built from it) and by Debian's. Debian's GRUB also accepts ``SAVED:ONCE``
+#   (``0:1``), written by its grub shell's ``savedefault --default=N --once``, and
+#   boots ONCE; upstream's stage2 stops at the colon and boots SAVED. This module
+#   never writes that shape.
+
+SAVED_DEFAULT_FILE = "default"  # the file's name, in the directory of the configuration file
+SAVED_DEFAULT_MIN = 10  # GRUB reads and rewrites this many bytes
+DEFAULT_PANIC_SECONDS = 10
+MAX_PANIC_SECONDS = 3600
+SAVED_DEFAULT_NOTE = (
+    "# GRUB legacy's saved default entry, read when grub.conf says 'default saved'.\n"
+    "# GRUB rewrites the first bytes of this file in place ('savedefault'): keep its size.\n"
+)
+
+
+def saved_default_text(index: int) -> str:
+    """The ``default`` file that makes ``default saved`` boot entry ``index``.
+
+    The number on the first line, then ``#`` padding lines and a note, as
+    ``grub-set-default`` shapes it: longer than the 10 bytes ``savedefault`` rewrites.
+    """
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise UserError(f"saved default entry {index!r} is not an entry number", "pass 0 or more")
+    return f"{index}\n" + "#\n" * 10 + SAVED_DEFAULT_NOTE
+
+
+def saved_default_usable(text: str | None) -> bool:
+    """True when GRUB's ``savedefault`` can rewrite this ``default`` file (10 bytes or more)."""
+    return text is not None and len(text.encode(errors="surrogateescape")) >= SAVED_DEFAULT_MIN
+
+
+def check_panic_seconds(seconds: int | str) -> int:
+    """``panic=N`` for the trial entry: whole seconds, 1 to an hour."""
+    try:
+        value = int(str(seconds).strip())
+    except ValueError:
+        value = -1
+    if isinstance(seconds, bool) or not 0 < value <= MAX_PANIC_SECONDS:
+        raise UserError(
+            f"panic seconds {seconds!r} is not a whole number of seconds from 1 to {MAX_PANIC_SECONDS}",
+            f"pass --panic-seconds N (default {DEFAULT_PANIC_SECONDS}): a panic reboots after N seconds",
+        )
+    return value
+
+
+def savedefault_target(entry: Entry) -> int | None:
+    """N of the entry's ``savedefault N`` (the entry a trial returns to), or None."""
+    command = entry.last("savedefault")
+    return parse_index(command.value) if command is not None and command.value else None
+
+
+@dataclass(frozen=True)
+class TrialEdit(GrubEdit):
+    """A trial edit: ``entry_index`` boots once, then ``return_entry`` by default again.
+
+    ``saved_default`` is the number the ``default`` file must hold for the trial
+    entry to boot next (its index).
+    """
+
+    return_entry: int = 0
+    panic_seconds: int = DEFAULT_PANIC_SECONDS
+
+    @property
+    def saved_default(self) -> int:
+        return self.entry_index
+
+
+def edit_for_trial(
+    text: str,
+    release: str,
+    kernel_args: Sequence[str] = DEFAULT_KERNEL_ARGS,
+    initrd_name: str | None = None,
+    saved_default: int | None = None,
+    panic_seconds: int = DEFAULT_PANIC_SECONDS,
+) -> TrialEdit:
+    """Set ``release`` up to boot once: the entry (added if needed, with ``kernel_args``
+    and ``panic=N``), ``default saved``, ``savedefault OLD`` in the entry, ``fallback=OLD``.
+
+    OLD is the entry that boots by default now (``saved_default`` is what the
+    ``default`` file holds when grub.conf says ``default saved``); when the release's
+    entry already is the default, the ``fallback=`` entry. A trial already set up
+    (``default saved`` and ``savedefault OLD`` in the entry) keeps its OLD, so a second
+    run changes nothing. The caller writes ``saved_default_text(edit.saved_default)``.
+    """
+    panic = check_panic_seconds(panic_seconds)
+    args = [arg for arg in check_kernel_args(kernel_args) if arg_key(arg) != "panic"] + [f"panic={panic}"]
+    original = text
+    config = parse_for_edit(text)
+    armed = armed_return_entry(config, release)
+    edit = edit_for_release(text, release, args, initrd_name, armed if armed is not None else saved_default)
+    config = parse(edit.text)
+    index = edit.entry_index
+    old = return_entry(config, index, edit.previous_default, release)
+    summary = [line for line in edit.summary if not line.startswith("default ")]
+    text = step(summary, set_savedefault(config, index, old))
+    text = set_default_saved(parse(text))
+    summary += default_change(parse_for_edit(original), "saved")
+    notes = [note for note in edit.notes if not note.startswith(("no fallback set", "default=saved pointed"))]
+    if text == original:
+        summary = []
+    return TrialEdit(
+        text,
+        index,
+        edit.added_entry,
+        edit.previous_default,
+        edit.previous_fallback,
+        summary,
+        notes,
+        original,
+        return_entry=old,
+        panic_seconds=panic,
+    )
+
+
+def armed_return_entry(config: GrubConfig, release: str) -> int | None:
+    """The OLD entry of a trial already set up for ``release`` (``default saved`` +
+    ``savedefault OLD`` in its entry), or None."""
+    index = entry_index_for_release(config, release)
+    if index is None or config.global_command("default") is None or config.default != "saved":
+        return None
+    return savedefault_target(config.entries[index])
+
+
+def return_entry(config: GrubConfig, index: int, previous: int, release: str) -> int:
+    """The entry a trial of entry ``index`` goes back to: the previous default, else ``fallback=``."""
+    if previous != index:
+        return previous
+    others = [n for n in config.fallbacks if n != index and n < len(config.entries)]
+    if not others:
+        raise UserError(
+            f"the {release} entry is already the default and no other entry is set to return to: "
+            "a trial needs an old entry to go back to",
+            "set 'fallback=N' to the old kernel's entry (or run 'invoke rollback'), then run the trial again",
+        )
+    return others[0]
+
+
+def default_change(config: GrubConfig, value: str) -> list[str]:
+    """The summary line for ``default`` going from what ``config`` says to ``value``."""
+    command = config.global_command("default")
+    if command is None:
+        return [f"default -> {value}"]
+    return [] if command.value == value else [f"default {command.value} -> {value}"]
+
+
+def set_default_saved(config: GrubConfig) -> str:
+    """``default saved`` (the separator the line already has); the line must exist."""
+    command = config.global_command("default")
+    assert command is not None, "edit_for_release always leaves a default line"
+    if command.value == "saved":
+        return config.render()
+    return splice(config, command.first, command.last + 1, [command.with_value("saved")])
+
+
+def set_savedefault(config: GrubConfig, index: int, value: int) -> Step:
+    """Entry ``index`` carries exactly one ``savedefault VALUE``, right after its title."""
+    entry = config.entries[index]
+    found = [c for c in entry.body if c.keyword == "savedefault"]
+    if len(found) == 1 and found[0].tokens == [str(value)]:
+        return config.render(), []
+    title = entry.commands[0]
+    model = entry.body[0]
+    line = f"{model.indent}savedefault{model.sep or ' '}{value}{title.eol or config.newline}"
+    lines = list(config.lines)
+    for command in reversed(found):
+        del lines[command.first : command.last + 1]
+    lines[title.last + 1 : title.last + 1] = [line]
+    return "".join(lines), [f"entry {index} {entry.title!r}: savedefault {value} (GRUB boots it once)"]
+
+
+def drop_savedefault(config: GrubConfig, index: int) -> Step:
+    """Entry ``index`` without ``savedefault`` lines."""
+    entry = config.entries[index]
+    found = [c for c in entry.body if c.keyword == "savedefault"]
+    lines = list(config.lines)
+    for command in reversed(found):
+        del lines[command.first : command.last + 1]
+    changes = [f"entry {index} {entry.title!r}: {f'savedefault {c.value}'.strip()} removed" for c in found]
+    return "".join(lines), changes
+
+
+def edit_commit_trial(text: str, release: str) -> GrubEdit:
+    """Make a trial permanent: ``default=N`` for the release's entry, its ``savedefault`` gone.
+
+    ``fallback=`` (the old entry) stays, as an ordinary install leaves it. A second
+    commit changes nothing.
+    """
+    check_release(release)
+    config = parse_for_edit(text)
+    index = entry_index_for_release(config, release)
+    if index is None:
+        raise UserError(
+            f"grub.conf has no entry for {release}: there is no trial to commit",
+            "run 'invoke install-kernel --trial' (or 'invoke grub --trial') and reboot first",
+        )
+    old = savedefault_target(config.entries[index])
+    summary: list[str] = []
+    new_text = step(summary, drop_savedefault(config, index))
+    new_text = step(summary, set_default(parse(new_text), index))
+    previous = old if old is not None else index
+    return GrubEdit(new_text, index, False, previous, fallback_value(config), summary, [], text)

@@ -22,6 +22,7 @@ from typing import Any
 
 from toa_kernel.boot import grubconf, preflight
 from toa_kernel.boot import hooks as boothooks
+from toa_kernel.boot import trial as trialboot
 from toa_kernel.boot.grubstep import (
     GrubFile,
     GrubPlan,
@@ -62,6 +63,7 @@ class InstallRequest:
     initramfs: bool = True
     dry_run: bool = False
     take_over_hooks: bool = False
+    trial: bool = False  # boot the new kernel once; GRUB returns to the old one by itself
 
 
 @dataclass
@@ -79,6 +81,7 @@ class InstallReport:
     fallback_entry: int | None = None
     files_added: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)
+    trial: str | None = None  # what the trial boots, when --trial
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -95,6 +98,8 @@ class InstallReport:
             ("grub.conf backup", self.grub_backup or "-"),
             ("boot hooks", ", ".join(self.hooks) or "-"),
         ]
+        if self.trial:
+            rows.insert(4, ("trial", self.trial))
         rows += [("note", note) for note in self.notes]
         return rows
 
@@ -145,22 +150,27 @@ class InstallRecord:
 
 def saved_default(root: Root) -> int | None:
     """The entry GRUB's ``savedefault`` recorded (for ``default=saved``)."""
-    first = (read_text(root, SAVED_DEFAULT, limit=64) or "").split()
-    return int(first[0]) if first and first[0].isdigit() else None
+    text = read_text(root, SAVED_DEFAULT, limit=64)
+    return None if text is None else grubconf.parse_saved_default(text)  # savedefault leaves "N\0\n..."
 
 
-def grub_edit_plan(root: Root, settings: Settings, release: str, initramfs: bool) -> GrubPlan:
-    """The grub.conf edit for ``release`` on the file as it is now."""
+def grub_edit_plan(
+    root: Root, settings: Settings, release: str, initramfs: bool, trial: bool = False
+) -> GrubPlan:
+    """The grub.conf edit for ``release`` on the file as it is now (``trial``: boot it once)."""
     initrd = boot_entry_policy(settings).initrd_name(release) if initramfs else ""
-    return plan_edit(GrubFile.read(root), release, kernel_args(settings), initrd, saved_default(root))
+    grub, args, saved = GrubFile.read(root), kernel_args(settings), saved_default(root)
+    if trial:
+        return trialboot.plan_trial(grub, release, args, initrd, saved, settings.trial_panic)
+    return plan_edit(grub, release, args, initrd, saved)
 
 
 def check_grub(
-    root: Root, settings: Settings, release: str, initramfs: bool
+    root: Root, settings: Settings, release: str, initramfs: bool, trial: bool = False
 ) -> tuple[GrubPlan | None, list[ToaError]]:
     """Preflight of the grub.conf step: found, parseable, editable, writable."""
     try:
-        planned = grub_edit_plan(root, settings, release, initramfs)
+        planned = grub_edit_plan(root, settings, release, initramfs, trial)
     except UserError as exc:
         return None, [exc]
     problem = write_problem(planned.grub.path, planned.grub.label)
@@ -181,6 +191,9 @@ def record_grub(record: InstallRecord, planned: GrubPlan) -> None:
     grub["entry_index"] = edit.entry_index
     grub["added_entry"] = bool(grub.get("added_entry")) or edit.added_entry
     grub["written_sha256"] = planned.written_sha256
+    if isinstance(planned, trialboot.TrialPlan):
+        previous = record.data.get(trialboot.TRIAL_KEY)
+        record.data[trialboot.TRIAL_KEY] = trialboot.trial_record(planned, previous)
 
 
 def describe_grub(planned: GrubPlan, report: InstallReport) -> None:
@@ -191,6 +204,10 @@ def describe_grub(planned: GrubPlan, report: InstallReport) -> None:
     config = grubconf.parse(planned.edit.text)
     report.default_entry = grubconf.default_index(config)
     report.fallback_entry = config.fallback
+    if isinstance(planned, trialboot.TrialPlan):
+        report.default_entry = planned.edit.entry_index
+        report.trial = trialboot.trial_summary(planned.edit)
+        report.notes += trialboot.trial_notes(planned.edit)[1:]
 
 
 def apply_grub(planned: GrubPlan, record: InstallRecord, report: InstallReport, console: Console) -> None:
@@ -255,7 +272,7 @@ def install_kernel(
     problems = preflight.privileges(root, euid) + preflight.directories(root) + preflight.inside_root(root)
     problems += preflight.not_running(root, release, request.force)
     problems += boothooks.problems(root, settings.startup, request.take_over_hooks)
-    planned_grub, grub_problems = check_grub(root, settings, release, request.initramfs)
+    planned_grub, grub_problems = check_grub(root, settings, release, request.initramfs, request.trial)
     problems += grub_problems
     kernel_plan = plan_kernel_files(files, artifacts, request.initramfs, log)
     grub_size = planned_grub.grub.path.stat().st_size if planned_grub else 0
@@ -272,7 +289,8 @@ def install_kernel(
     report.changes += hooks.apply(False, echo=console.say)
     report.hooks = boothooks.installed(root)
     record.save(status="boot hooks installed", startup=settings.startup, hooks=report.hooks)
-    apply_grub(grub_edit_plan(root, settings, release, request.initramfs), record, report, console)
+    planned = grub_edit_plan(root, settings, release, request.initramfs, request.trial)
+    apply_grub(planned, record, report, console)
     record.save(status="ok", finished_at=now_iso())
     return report
 
@@ -362,8 +380,9 @@ def configure_grub(
     dry_run: bool = False,
     console: Console | None = None,
     euid: int | None = None,
+    trial: bool = False,
 ) -> InstallReport:
-    """``invoke grub``: only the grub.conf step, for a release already in /boot."""
+    """``invoke grub``: only the grub.conf step, for a release already in /boot (``trial``: once)."""
     console = console or Console()
     root = Root.of(settings.root)
     workdir = Workdir(settings.workdir)
@@ -378,7 +397,7 @@ def configure_grub(
             )
         )
     initramfs = files.initramfs.is_file()
-    planned, grub_problems = check_grub(root, settings, release, initramfs)
+    planned, grub_problems = check_grub(root, settings, release, initramfs, trial)
     preflight.require(problems + grub_problems)
     assert planned is not None
     record = InstallRecord(workdir, root, release)

@@ -1,7 +1,8 @@
 """``invoke rollback``: undo install-kernel, leaving the kernel files in place.
 
 grub.conf comes back from the backup taken before the install when it still
-holds exactly what the install wrote; when someone changed it since, only
+holds exactly what the install wrote (a trial boot's ``default`` file is removed
+when the trial created it, else its backup comes back); when someone changed it since, only
 ``default=`` (and ``fallback=``) is pointed back at the previous kernel's entry.
 The startup hook and the cron job are removed (only files and lines carrying
 the project's marker); a hook file the install took over comes back from its
@@ -18,6 +19,7 @@ from typing import Any
 
 from toa_kernel.boot import hooks as boothooks
 from toa_kernel.boot import preflight
+from toa_kernel.boot import trial as trialboot
 from toa_kernel.boot.grubstep import GrubFile, GrubPlan, plan_restore, write_problem
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError, UserError
@@ -100,7 +102,12 @@ def rollback(
         )
     hooks = boothooks.plan_remove(root, record.get("taken_over"), report.notes)
     leftovers = plan_leftovers(root, record)
-    plans = [p for p in (planned.plan if planned else None, hooks, leftovers or None) if p is not None]
+    saved_default = trialboot.plan_restore_saved_default(root, record.get(trialboot.TRIAL_KEY) or {})
+    plans = [
+        p
+        for p in (planned.plan if planned else None, saved_default, hooks, leftovers or None)
+        if p is not None
+    ]
     report.changes += apply_all(plans, dry_run, console)
     if planned is not None:
         report.grub_conf = planned.grub.label

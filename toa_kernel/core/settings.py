@@ -36,7 +36,7 @@ INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
 KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.,:/@+-]+(=[A-Za-z0-9_.,:/@+=-]*)?$")
 ENV_PREFIX = "INVOKE_TOA_"
 # Flags whose name is not the setting's name with dashes.
-FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout"}
+FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout", "trial_panic": "--panic-seconds"}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 MAX_BRANCH = 100
@@ -72,6 +72,8 @@ class Settings:
     # install-kernel: extra kernel arguments (besides grub/'s), startup style.
     kernel_args: str = ""
     startup: str = "modules"
+    # install-kernel --trial: panic=N on the trial entry (a panic reboots after N seconds).
+    trial_panic: int = 10
     # Boot lab: seconds one QEMU boot may take.
     lab_timeout: float = 60.0
     # Out-of-tree module (kernels 3.0+): tarball URL template and branch.
@@ -450,6 +452,25 @@ def check_branch(value: Any, name: str = "--branch") -> str:
     return ref
 
 
+def input_path(value: str | None, name: str, kind: str = "file") -> Path | None:
+    """A flag naming an existing input: a regular ``file`` or a ``directory`` (None stays None)."""
+    if value is None or value == "":
+        return None
+    path = path_value(value, name)
+    wanted = {"file": path.is_file, "directory": path.is_dir}[kind]
+    if not wanted():
+        if not path.exists():
+            problem = "does not exist"
+        elif path.is_dir():
+            problem = "is a directory, not a file"
+        elif kind == "directory":
+            problem = "is not a directory"
+        else:
+            problem = "is not a regular file (a device, a FIFO or a socket)"
+        raise SettingError(name, value, problem, f"give the path of an existing {kind}")
+    return path
+
+
 def check_release(value: Any, name: str = "--release") -> str:
     """A kernel release as ``uname -r`` prints it: safe in a file name, a shell line, grub.conf."""
     should = "give the release as 'uname -r' prints it, e.g. 2.6.32-toa (letters, digits and . _ + ~ -)"
@@ -538,4 +559,5 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "ssh_accept_new_host_key": flag,
     "ssh_connect_timeout": decimal(0, 3600, "use a number of seconds above 0, at most 3600, e.g. 10"),
     "ssh_legacy": flag,
+    "trial_panic": whole(1, 3600, "use the seconds a panicking trial kernel waits to reboot, 1..3600"),
 }

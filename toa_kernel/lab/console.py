@@ -21,6 +21,8 @@ GRUB_ERROR_RE = re.compile(r"(Error \d+: [^\n]*)")
 MARKER_RE = re.compile(rf"^{MARK} (?P<key>[a-z]+)(?:=(?P<value>.*))?$")
 PRESS_ANY_KEY = "Press any key to continue"
 GRUB_PROMPT_RE = re.compile(r"(^|\n)\s*grub>")
+GRUB_START = "GRUB loading, please wait"  # stage2 starting: one per power-on or reboot
+PANIC_RE = re.compile(r"Kernel panic - not syncing: ?(?P<why>[^\n]*)")
 
 
 def clean(text: str) -> str:
@@ -92,6 +94,26 @@ def boot_is_over(text: str) -> bool:
     """True once nothing more will happen: the guest is done or GRUB is stuck."""
     report = parse_console(text)
     return report.finished or report.stuck
+
+
+def split_boots(text: str) -> list[str]:
+    """One console text per GRUB start (a QEMU run that reboots holds several boots).
+
+    Each part begins at GRUB's ``GRUB loading, please wait``; what came before the
+    first one (the BIOS) goes with the first boot.
+    """
+    parts = text.split(GRUB_START)
+    if len(parts) == 1:
+        return [text]
+    boots = [GRUB_START + part for part in parts[1:]]
+    boots[0] = parts[0] + boots[0]
+    return boots
+
+
+def panic_reason(text: str) -> str | None:
+    """Why the kernel panicked on this console (``VFS: Unable to mount root fs ...``), or None."""
+    match = PANIC_RE.search(clean(text))
+    return match.group("why").strip() if match else None
 
 
 def last_lines(text: str, count: int = 30) -> str:

@@ -110,11 +110,15 @@ def stage_boot(
     omit: Iterable[str] = (),
     scratch: Path,
     make_initramfs: Callable[[str, Path], Path] = build_initramfs,
+    kernel_args: Iterable[str] = LAB_KERNEL_ARGS,
+    as_is: Iterable[str] = (),
 ) -> Staged:
     """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf.
 
-    ``make_initramfs(release, path)`` writes the initramfs that stands in for
-    the entry of ``release`` (the probe passes its own).
+    ``omit``: system paths left out; ``as_is``: initramfs paths copied as they are
+    (not bootable: the kernel finds no root and panics); ``kernel_args``: what the lab
+    appends to every kernel line; ``make_initramfs(release, path)`` writes the
+    initramfs that stands in for the entry of ``release`` (the probe passes its own).
     """
     boot_dir = root.resolve(BOOT_DIR)
     if not boot_dir.is_dir():
@@ -125,6 +129,7 @@ def stage_boot(
     staged.boot.mkdir(parents=True)
     kernels, initrds = boot_file_roles(conf, staged.boot_on_root)
     omitted = {p.lstrip("/").removeprefix("boot/") for p in omit}
+    unchanged = {p.lstrip("/").removeprefix("boot/") for p in as_is}
     made: dict[str, Path] = {}
     for source in sorted(boot_dir.rglob("*")):
         relative = source.relative_to(boot_dir).as_posix()
@@ -138,6 +143,8 @@ def stage_boot(
             target.symlink_to(os.readlink(source))
         elif source.is_dir():
             target.mkdir(exist_ok=True)
+        elif relative in unchanged:
+            shutil.copyfile(source, target)
         elif relative in kernels or KERNEL_NAME_RE.match(source.name):
             shutil.copyfile(kernel, target)
             staged.kernels.append(system_path)
@@ -150,7 +157,7 @@ def stage_boot(
             staged.initramfs[system_path] = release
         else:
             shutil.copy2(source, target, follow_symlinks=False)
-    write_lab_grub(staged, conf_text)
+    write_lab_grub(staged, conf_text, kernel_args)
     return staged
 
 
@@ -162,11 +169,11 @@ def initramfs_release(relative: str, name: str, initrds: dict[str, str]) -> str 
     return match.group("release") if match else None
 
 
-def write_lab_grub(staged: Staged, conf_text: str) -> None:
+def write_lab_grub(staged: Staged, conf_text: str, kernel_args: Iterable[str] = LAB_KERNEL_ARGS) -> None:
     """grub.conf with the lab edits, ``menu.lst -> grub.conf``, GRUB's stage files."""
     grub_dir = staged.boot / "grub"
     grub_dir.mkdir(exist_ok=True)
-    lab_text = lab_grub_conf(conf_text)
+    lab_text = lab_grub_conf(conf_text, kernel_args)
     conf = grub_dir / "grub.conf"
     if conf.is_symlink() or conf.exists():
         conf.unlink()

@@ -32,8 +32,12 @@ READ_SIZE = 65536
 NO_NETWORK = ("-net", "none")
 
 
-def machine_args(memory_mib: int = MEMORY_MIB) -> list[str]:
-    """The emulated machine: TCG, serial console on stdout, no reboot."""
+def machine_args(memory_mib: int = MEMORY_MIB, reboot: bool = False) -> list[str]:
+    """The emulated machine: TCG, serial console on stdout.
+
+    ``reboot``: a guest reboot (a panic with ``panic=N``) restarts the machine, as a
+    server does, instead of ending QEMU (``-no-reboot``).
+    """
     return [
         program("qemu-system-x86_64"),
         "-accel",
@@ -41,13 +45,15 @@ def machine_args(memory_mib: int = MEMORY_MIB) -> list[str]:
         "-m",
         str(memory_mib),
         "-nographic",
-        "-no-reboot",
+        *([] if reboot else ["-no-reboot"]),
     ]
 
 
-def qemu_command(image: Path, memory_mib: int = MEMORY_MIB, network: Sequence[str] = NO_NETWORK) -> list[str]:
+def qemu_command(
+    image: Path, memory_mib: int = MEMORY_MIB, network: Sequence[str] = NO_NETWORK, reboot: bool = False
+) -> list[str]:
     """The QEMU command line that boots ``image`` from its MBR (no NIC unless ``network``)."""
-    return [*machine_args(memory_mib), *network, "-drive", f"file={image},format=raw,if=ide"]
+    return [*machine_args(memory_mib, reboot), *network, "-drive", f"file={image},format=raw,if=ide"]
 
 
 @dataclass
@@ -69,19 +75,21 @@ def run_qemu(
     *,
     command: list[str] | None = None,
     stop_when: Callable[[], bool] | None = None,
+    reboot: bool = False,
 ) -> BootRun:
     """Boot ``image``; copy the console to ``log``; stop on power-off, a stuck GRUB or ``timeout``.
 
     ``command`` replaces the default command line (another boot or a NIC);
     ``stop_when`` is asked between reads: once it says True, QEMU gets the grace
-    period to finish and is then stopped, as when the console shows the end.
+    period to finish and is then stopped, as when the console shows the end;
+    ``reboot``: the guest may reboot within the run (see ``machine_args``).
     """
     started = time.monotonic()
     chunks: list[bytes] = []
     over_at: float | None = None
     timed_out = False
     process = subprocess.Popen(
-        command or qemu_command(image),
+        command or qemu_command(image, reboot=reboot),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

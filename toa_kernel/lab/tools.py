@@ -15,6 +15,7 @@ PROGRAMS = {
     "busybox": "busybox-static",
     "sfdisk": "fdisk",
     "mke2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
     "apt-cache": "apt",

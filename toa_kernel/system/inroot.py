@@ -43,7 +43,11 @@ def resolve_inside(system_path: str, find_link: LinkOracle) -> str:
         index, target = hit
         hops += 1
         if hops > MAX_LINKS:
-            raise UserError(f"too many levels of symbolic links at {candidates[index]}")
+            raise UserError(
+                f"{system_path} cannot be resolved: the symbolic links at {candidates[index]} form a loop "
+                f"(more than {MAX_LINKS} links)",
+                f"look at the links with 'ls -l {candidates[index]}' and point one of them at a real file",
+            )
         link_dir = done.joinpath(*run[:index])
         rest = parts[index + 1 :]
         target_path = PurePosixPath(target)

@@ -13,12 +13,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from toa_kernel.core.errors import EnvironmentFailure, UserError
 from toa_kernel.core.fileops import atomic_write, backup_file, remove_tree
-from toa_kernel.core.state import WorkLock
+from toa_kernel.core.state import SystemLock
 from toa_kernel.system.api import (
     NOT_FOUND_STATUS,
     FileStat,
@@ -31,13 +30,6 @@ from toa_kernel.system.api import (
 )
 from toa_kernel.system.rootfs import Root
 from toa_kernel.system.sshscripts import LOCK_DIR, check_lock_name
-
-
-@dataclass(frozen=True)
-class LockFile:
-    """What ``WorkLock`` needs of a work directory: the lock file's path."""
-
-    lock_path: Path
 
 
 class LocalSystem(System):
@@ -166,7 +158,7 @@ class LocalSystem(System):
     def lock(self, name: str) -> Iterator[object]:
         check_lock_name(name)
         self.makedirs(LOCK_DIR)
-        with WorkLock(LockFile(self.real(LOCK_DIR) / name)) as held:  # type: ignore[arg-type]
+        with SystemLock(self.real(LOCK_DIR) / name, self.fs.base) as held:
             yield held
 
     def free_bytes(self, system_path: str) -> int:

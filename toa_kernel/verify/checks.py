@@ -285,10 +285,10 @@ def check_grub_default(facts: Facts, expect: Expectation) -> Result:
             reason = f"default={grub.default_index} but {grub.path} has only {entries} entries"
         else:
             reason = f"default={grub.default_index} boots {entry_name(grub, grub.default_index)}"
-        return failed(
-            f"{reason}, not the TOA {entry_name(grub, toa_index)}: the next reboot leaves TOA",
-            f"run 'invoke grub' (sets default={toa_index})",
-        )
+        fix = f"run 'invoke grub' (sets default={toa_index})"
+        if grub.default == "saved":  # a trial boot: GRUB already wrote the old entry back
+            fix = f"a trial boot: 'invoke verify --commit' keeps the TOA kernel (sets default={toa_index})"
+        return failed(f"{reason}, not the TOA {entry_name(grub, toa_index)}: the next reboot leaves TOA", fix)
     entry = grub.entry(toa_index)
     missing = missing_args(entry.kernel_args if entry else "", expect.kernel_args)
     if missing:
