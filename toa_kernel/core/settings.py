@@ -20,6 +20,7 @@ from toa_kernel.core.errors import UserError
 VENDOR_URL = "http://kb.linuxvirtualserver.org/images/3/34/Linux-2.6.32-220.23.1.el6.x86_64.rs.src.tar.gz"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 EXTRAVERSION_RE = re.compile(r"^[A-Za-z0-9._+~-]*$")
+CONFIG_BASES = ("tree", "lab")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Settings:
     configs_dir: Path = Path("configs")
     grub_dir: Path = Path("grub")
     ccache: bool = False
+    # Kernel build: the .config to start from, "tree" (the tree's own) or "lab".
+    config_base: str = "tree"
     # install-kernel: extra kernel arguments (besides grub/'s), startup style.
     kernel_args: str = ""
     startup: str = "modules"
@@ -118,6 +121,11 @@ class Settings:
                 f"startup style {self.startup!r} is not known",
                 "use 'modules' (/etc/sysconfig/modules/toa.modules) or 'rc.local'",
             )
+        if self.config_base not in CONFIG_BASES:
+            raise UserError(
+                f"config base {self.config_base!r} is not known",
+                "use 'tree' (the tree's own .config, for servers) or 'lab' (a small config for the boot lab)",
+            )
         if self.lab_timeout <= 0:
             raise UserError("lab_timeout must be a positive number of seconds")
         return self
@@ -160,4 +168,6 @@ def coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = str(out[key]).strip()
     if "sha256" in out:
         out["sha256"] = out["sha256"].lower()
+    if "config_base" in out:
+        out["config_base"] = str(out["config_base"]).strip().lower()
     return out

@@ -26,6 +26,7 @@ from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF
 from toa_kernel.core.plan import unified_diff
 from toa_kernel.lab.bootconf import BootConf
 from toa_kernel.lab.initramfs import build_initramfs
+from toa_kernel.lab.ownkernel import build_system_initramfs, own_kernel_files
 from toa_kernel.lab.tools import STAGE_FILES, grub_stage_dir, program
 from toa_kernel.system.rootfs import Root
 
@@ -77,6 +78,7 @@ class Staged:
     partition: int
     boot_on_root: bool
     kernels: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # own kernels booted as they are -> release
     initramfs: dict[str, str] = field(default_factory=dict)
     omitted: list[str] = field(default_factory=list)
     lab_edits: str = ""
@@ -108,8 +110,13 @@ def stage_boot(
     *,
     omit: Iterable[str] = (),
     scratch: Path,
+    own_kernels: bool = False,
 ) -> Staged:
-    """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf."""
+    """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf.
+
+    With ``own_kernels``, kernel files that are real boot images stay as they are
+    and their initramfs carries the root's modules and boot hooks (``ownkernel``).
+    """
     boot_dir = root.resolve(BOOT_DIR)
     if not boot_dir.is_dir():
         raise UserError(f"{root.path(BOOT_DIR)} does not exist", "pass --root with a system that has /boot")
@@ -118,6 +125,7 @@ def stage_boot(
         shutil.rmtree(stage)
     staged.boot.mkdir(parents=True)
     kernels, initrds = boot_file_roles(conf, staged.boot_on_root)
+    own = own_kernel_files(boot_dir, kernels) if own_kernels else {}
     omitted = {p.lstrip("/").removeprefix("boot/") for p in omit}
     made: dict[str, Path] = {}
     for source in sorted(boot_dir.rglob("*")):
@@ -132,6 +140,9 @@ def stage_boot(
             target.symlink_to(os.readlink(source))
         elif source.is_dir():
             target.mkdir(exist_ok=True)
+        elif relative in own:
+            shutil.copyfile(source, target)
+            staged.kept[system_path] = own[relative]
         elif relative in kernels or KERNEL_NAME_RE.match(source.name):
             shutil.copyfile(kernel, target)
             staged.kernels.append(system_path)
@@ -139,7 +150,13 @@ def stage_boot(
             release = initramfs_release(relative, source.name, initrds)
             assert release is not None
             if release not in made:
-                made[release] = build_initramfs(release, scratch / f"initramfs-{release}.img")
+                output = scratch / f"initramfs-{release}.img"
+                own_release = release in own.values()
+                made[release] = (
+                    build_system_initramfs(root, release, output)
+                    if own_release
+                    else build_initramfs(release, output)
+                )
             shutil.copyfile(made[release], target)
             staged.initramfs[system_path] = release
         else:
