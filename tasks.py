@@ -347,7 +347,8 @@ def verify(
 @task(
     help={
         "port": "TCP port to listen on (default 8000; 0 picks a free one)",
-        "bind": "address to listen on (default 0.0.0.0: the balancer must reach it)",
+        "bind": "address to listen on (default 0.0.0.0: the balancer must reach it). Not '::' for IPv4 "
+        "clients: they arrive as ::ffff:a.b.c.d, which an IPv4-only TOA module never rewrites",
         "count": "stop after this many requests (default 0: no limit)",
         "timeout": "stop after this many seconds (default 0: no limit)",
         "root": ROOT_HELP + "; toa_stats is read from its /proc",
@@ -393,6 +394,11 @@ def serve(
         "own_kernel": "boot /boot's real kernel files as they are (the one 'invoke build' compiled), with "
         "/lib/modules and the boot hooks of ROOT in their initramfs: proves toa loads at boot",
         "keep": "keep the staging copy of /boot (WORKDIR/lab/SCENARIO/stage)",
+        "probe": "boot with the TOA module and send it TCP packets with and without the TOA option "
+        "(cases a-d and a server on [::]); PASS only when every case shows the expected peer address",
+        "module": "with --probe: the toa.ko to load (default: the one under ROOT/lib/modules/RELEASE "
+        "for the release of the booted kernel)",
+        "option_code": "with --probe: the TOA option kind the module honours (default: toa.option_code, 254)",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
     }
@@ -408,15 +414,21 @@ def lab(
     kernel: str | None = None,
     own_kernel: bool = False,
     keep: bool = False,
+    probe: bool = False,
+    module: str | None = None,
+    option_code: int | None = None,
     json: bool = False,
     quiet: bool = False,
 ) -> None:
-    """Boot ROOT's /boot with the real GRUB legacy under QEMU: which entry boots, with which command line."""
+    """Boot ROOT's /boot with the real GRUB legacy under QEMU: which entry boots; --probe: does TOA work."""
 
     from toa_kernel.lab.run import lab_for_settings
 
-    s = settings(c, root=root, workdir=workdir, lab_timeout=timeout)
+    s = settings(c, root=root, workdir=workdir, lab_timeout=timeout, option_code=option_code)
     out = console(quiet, json)
+    if probe:
+        lab_probe(s, out, Path(kernel) if kernel else None, Path(module) if module else None, json)
+        return
     result = lab_for_settings(
         s,
         scenario=scenario,
@@ -432,6 +444,21 @@ def lab(
         for line in result.judged.table():
             print(line, file=out.out, flush=True)
         out.summary(f"lab ({scenario}): {result.verdict}", result.summary_rows())
+    if not result.ok:
+        raise Exit(code=1)
+
+
+def lab_probe(s: Settings, out: Console, kernel: Path | None, module: Path | None, json: bool) -> None:
+    """``invoke lab --probe``: one line per case, the counters, the TOA kernel lines, the verdict."""
+    from toa_kernel.lab.proberun import probe_for_settings
+
+    result = probe_for_settings(s, kernel=kernel, module=module, say=out.say)
+    if json:
+        out.emit_json(result.as_dict())
+    else:
+        for line in result.lines():
+            print(line, file=out.out, flush=True)
+        out.summary(f"lab (probe): {result.verdict}", result.summary_rows())
     if not result.ok:
         raise Exit(code=1)
 
@@ -504,6 +531,8 @@ def build_module(
     rows = [("release", result.get("release")), ("source", source)]
     if not dry:
         rows += [(key, result.get(key)) for key in ("ko", "vermagic", "log")]
+        applied = [p["name"] for p in result.get("patches") or [] if p.get("applies")]
+        rows.append(("patches", ", ".join(applied) or "none"))
     out.summary("build-module: dry run, nothing built" if dry else "build-module: done", rows)
 
 

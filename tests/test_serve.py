@@ -32,6 +32,7 @@ from toa_kernel.verify.serve import (
     nat64_peer,
     serve,
     show,
+    v4_mapped_warning,
 )
 
 
@@ -191,3 +192,19 @@ def test_cli_serve_answers_a_real_client_and_prints_json(project_dir, tmp_path):
     assert document["requests"][0]["peer"] == f"127.0.0.1:{ours[1]}"
     assert document["toa_stats_after"]["counters"]["getname_toa_ok"] == 14
     assert body.startswith(f"peer 127.0.0.1:{ours[1]}\n")
+
+
+def test_a_server_on_all_ipv6_addresses_is_warned_about_v4_mapped_clients():
+    warning = v4_mapped_warning("::")
+    assert "::ffff:a.b.c.d" in warning and "--bind 0.0.0.0" in warning
+    assert v4_mapped_warning("[::]") == warning == v4_mapped_warning("0:0::0")
+    assert v4_mapped_warning("0.0.0.0") is None and v4_mapped_warning("::1") is None
+    assert v4_mapped_warning("localhost") is None
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def test_serve_on_all_ipv6_addresses_prints_the_warning(tmp_path, capsys):
+    root = make_root(tmp_path)
+    report = serve(Root.of(root), Console(stream=io.StringIO()), bind="::", port=0, timeout=0.2)
+    assert report.stopped == "timeout"
+    assert "warning: listening on [::]: IPv4 clients arrive as v4-mapped" in capsys.readouterr().err

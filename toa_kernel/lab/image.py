@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from toa_kernel.boot.grubconf import parse
 from toa_kernel.core.errors import EnvironmentFailure, UserError
@@ -111,11 +112,14 @@ def stage_boot(
     omit: Iterable[str] = (),
     scratch: Path,
     own_kernels: bool = False,
+    make_initramfs: Callable[[str, Path], Path] = build_initramfs,
 ) -> Staged:
     """Copy ``ROOT/boot`` into ``stage`` with the lab's kernel, initramfs and grub.conf.
 
-    With ``own_kernels``, kernel files that are real boot images stay as they are
-    and their initramfs carries the root's modules and boot hooks (``ownkernel``).
+    ``make_initramfs(release, path)`` writes the initramfs that stands in for
+    the entry of ``release`` (the probe passes its own). With ``own_kernels``,
+    kernel files that are real boot images stay as they are and their initramfs
+    carries the root's modules and boot hooks (``ownkernel``).
     """
     boot_dir = root.resolve(BOOT_DIR)
     if not boot_dir.is_dir():
@@ -155,7 +159,7 @@ def stage_boot(
                 made[release] = (
                     build_system_initramfs(root, release, output)
                     if own_release
-                    else build_initramfs(release, output)
+                    else make_initramfs(release, output)
                 )
             shutil.copyfile(made[release], target)
             staged.initramfs[system_path] = release

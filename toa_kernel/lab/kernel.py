@@ -3,7 +3,9 @@
 The 2.6.32 kernels a CentOS 6 ``/boot`` names cannot run here, so in the lab
 image every kernel file is replaced by Debian's current kernel: the package
 ``linux-image-amd64`` depends on, fetched with ``apt-get download`` and opened
-with ``dpkg-deb --fsys-tarfile | tar -x``, keeping only ``./boot/vmlinuz-*``.
+with ``dpkg-deb --fsys-tarfile | tar -x``, keeping only ``./boot/vmlinuz-*``
+and the driver of the probe's NIC (e1000, a module in Debian's kernel; it goes
+to ``CACHE/modules/RELEASE/``). ``CACHE/package`` names the package and version.
 Nothing is installed on the host.
 """
 
@@ -20,6 +22,12 @@ from toa_kernel.core.errors import EnvironmentFailure, UserError
 from toa_kernel.lab.tools import program
 
 META_PACKAGE = "linux-image-amd64"
+VMLINUZ_GLOB = "./boot/vmlinuz-*"
+NIC_MODULE = "e1000.ko"
+NIC_MODULE_GLOB = f"./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/{NIC_MODULE}"
+PACKAGE_FILE = "package"
+SETUP_HEADER_MAGIC = b"HdrS"
+SETUP_READ = 0x10000  # the real-mode setup code, which holds the version string
 DEPENDS_RE = re.compile(r"^\s*Depends:\s*(?P<name>linux-image-[^\s<>]+)", re.MULTILINE)
 
 
@@ -72,11 +80,11 @@ def download_package(package: str, directory: Path) -> Path:
     return debs[0]
 
 
-def extract_vmlinuz(deb: Path, directory: Path) -> Path:
-    """Extract only ``./boot/vmlinuz-*`` from ``deb`` into ``directory``."""
+def extract_boot_files(deb: Path, directory: Path) -> Path:
+    """Extract ``./boot/vmlinuz-*`` and the NIC module from ``deb`` into ``directory``; the vmlinuz."""
     unpack = subprocess.Popen([program("dpkg-deb"), "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     tar = subprocess.run(
-        ["tar", "-x", "-C", str(directory), "--wildcards", "./boot/vmlinuz-*"],
+        ["tar", "-x", "-C", str(directory), "--wildcards", VMLINUZ_GLOB, NIC_MODULE_GLOB],
         stdin=unpack.stdout,
         capture_output=True,
         text=True,
@@ -85,7 +93,7 @@ def extract_vmlinuz(deb: Path, directory: Path) -> Path:
     unpack.stdout.close()
     unpacked = unpack.wait()
     found = sorted((directory / "boot").glob("vmlinuz-*"))
-    if unpacked != 0 or tar.returncode != 0 or not found:
+    if unpacked != 0 or not found:
         raise EnvironmentFailure(
             f"no ./boot/vmlinuz-* could be extracted from {deb.name} ({tar.stderr.strip()})",
             "remove the lab's kernel cache and run again",
@@ -93,27 +101,73 @@ def extract_vmlinuz(deb: Path, directory: Path) -> Path:
     return found[0]
 
 
-def fetch_kernel(cache: Path, say: Callable[[str], None] = print) -> Path:
-    """A cached real kernel; download and extract it on first use."""
+def nic_modules(cache: Path, release: str) -> list[Path]:
+    """The NIC driver(s) cached for ``release`` (empty: none cached)."""
+    return sorted((Path(cache) / "modules" / release).glob("*.ko"))
+
+
+def release_of_vmlinuz(path: Path) -> str:
+    return path.name.removeprefix("vmlinuz-")
+
+
+def package_of(deb: Path) -> str:
+    """``linux-image-R_6.1.192-3_amd64.deb`` -> ``linux-image-R 6.1.192-3``."""
+    name, _, rest = deb.name.partition("_")
+    return f"{name} {rest.split('_')[0]}" if rest else name
+
+
+def cached_package(cache: Path) -> str | None:
+    """The package and version the cached kernel came from, as ``NAME VERSION``."""
+    path = Path(cache) / PACKAGE_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def fetch_kernel(cache: Path, say: Callable[[str], None] = print, *, with_nic: bool = False) -> Path:
+    """A cached real kernel; download and extract it on first use (again when the NIC driver is wanted
+    and missing)."""
     cache = Path(cache)
     existing = cached_kernel(cache)
-    if existing:
+    if existing and not (with_nic and not nic_modules(cache, release_of_vmlinuz(existing))):
         return existing
     cache.mkdir(parents=True, exist_ok=True)
     package = kernel_package()
     say(f"lab: downloading {package} (a real kernel to boot; not installed)")
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as scratch:
         deb = download_package(package, Path(scratch))
-        vmlinuz = extract_vmlinuz(deb, Path(scratch))
+        vmlinuz = extract_boot_files(deb, Path(scratch))
+        release = release_of_vmlinuz(vmlinuz)
+        modules = cache / "modules" / release
+        modules.mkdir(parents=True, exist_ok=True)
+        for driver in Path(scratch).glob(NIC_MODULE_GLOB.removeprefix("./")):
+            os.replace(driver, modules / driver.name)
+        (Path(scratch) / PACKAGE_FILE).write_text(package_of(deb) + "\n")
+        os.replace(Path(scratch) / PACKAGE_FILE, cache / PACKAGE_FILE)
         target = cache / vmlinuz.name
         os.replace(vmlinuz, target)
     return target
 
 
-def chosen_kernel(given: Path | None, cache: Path, say: Callable[[str], None] = print) -> Path:
+def bzimage_release(path: Path) -> str | None:
+    """The release a bzImage was built as (its setup header's version string), if it says."""
+    with open(path, "rb") as handle:
+        header = handle.read(SETUP_READ)
+    if header[0x202:0x206] != SETUP_HEADER_MAGIC:
+        return None
+    pointer = int.from_bytes(header[0x20E:0x210], "little")
+    start = 0x200 + pointer
+    if not pointer or start >= len(header):
+        return None
+    text = header[start : header.index(b"\0", start) if b"\0" in header[start:] else len(header)]
+    words = text.decode(errors="replace").split()
+    return words[0] if words else None
+
+
+def chosen_kernel(
+    given: Path | None, cache: Path, say: Callable[[str], None] = print, *, with_nic: bool = False
+) -> Path:
     """The kernel the lab boots: ``given`` (checked to be a bzImage) or the cached download."""
     if given is None:
-        return fetch_kernel(cache, say)
+        return fetch_kernel(cache, say, with_nic=with_nic)
     path = Path(given)
     if not path.is_file():
         raise UserError(f"kernel file {path} does not exist", "pass --kernel with a bzImage (vmlinuz) file")

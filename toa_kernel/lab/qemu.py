@@ -16,6 +16,7 @@ import os
 import selectors
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,8 +29,11 @@ GRACE_SECONDS = 2.0
 READ_SIZE = 65536
 
 
-def qemu_command(image: Path, memory_mib: int = MEMORY_MIB) -> list[str]:
-    """The QEMU command line that boots ``image`` from its MBR."""
+NO_NETWORK = ("-net", "none")
+
+
+def machine_args(memory_mib: int = MEMORY_MIB) -> list[str]:
+    """The emulated machine: TCG, serial console on stdout, no reboot."""
     return [
         program("qemu-system-x86_64"),
         "-accel",
@@ -38,11 +42,12 @@ def qemu_command(image: Path, memory_mib: int = MEMORY_MIB) -> list[str]:
         str(memory_mib),
         "-nographic",
         "-no-reboot",
-        "-net",
-        "none",
-        "-drive",
-        f"file={image},format=raw,if=ide",
     ]
+
+
+def qemu_command(image: Path, memory_mib: int = MEMORY_MIB, network: Sequence[str] = NO_NETWORK) -> list[str]:
+    """The QEMU command line that boots ``image`` from its MBR (no NIC unless ``network``)."""
+    return [*machine_args(memory_mib), *network, "-drive", f"file={image},format=raw,if=ide"]
 
 
 @dataclass
@@ -61,14 +66,25 @@ def run_qemu(
     log: Path,
     timeout: float,
     is_over: Callable[[str], bool] = boot_is_over,
+    *,
+    command: list[str] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> BootRun:
-    """Boot ``image``; copy the console to ``log``; stop on power-off, a stuck GRUB or ``timeout``."""
+    """Boot ``image``; copy the console to ``log``; stop on power-off, a stuck GRUB or ``timeout``.
+
+    ``command`` replaces the default command line (another boot or a NIC);
+    ``stop_when`` is asked between reads: once it says True, QEMU gets the grace
+    period to finish and is then stopped, as when the console shows the end.
+    """
     started = time.monotonic()
     chunks: list[bytes] = []
     over_at: float | None = None
     timed_out = False
     process = subprocess.Popen(
-        qemu_command(image), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command or qemu_command(image),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
@@ -82,6 +98,8 @@ def run_qemu(
                     break
                 if over_at is not None and now - over_at > GRACE_SECONDS:
                     break
+                if over_at is None and stop_when is not None and stop_when():
+                    over_at = now
                 if not selector.select(timeout=0.2):
                     continue
                 data = os.read(process.stdout.fileno(), READ_SIZE)

@@ -3,8 +3,9 @@
 ``build_module``: the module's source (a branch tarball of the vendor's
 repository, fetched and unpacked with the same code as the kernel source, or a
 local ``--src`` checkout) is copied into ``WORKDIR/builds/module-R/`` and built
-there with Kbuild against ``/lib/modules/R/build``; the checked ``.ko`` is
-recorded in the manifest (section ``module``, key ``builds``).
+there with Kbuild against ``/lib/modules/R/build``, after the compatibility
+patches those headers call for (``compat``); the checked ``.ko`` is recorded,
+with the patches applied, in the manifest (section ``module``, key ``builds``).
 ``install_module`` installs a recorded build (``modinstall``);
 ``rollback_module`` undoes it (``modrollback``).
 """
@@ -36,6 +37,7 @@ from toa_kernel.module.build import (
     kbuild,
     kbuild_command,
 )
+from toa_kernel.module.compat import PatchChoice, apply_choices, choose_patches, header_tree
 from toa_kernel.module.distro import Distro, detect_distro, headers_package, install_command
 from toa_kernel.module.install import (
     SECTION,
@@ -272,11 +274,17 @@ def build_module(
         source, origin = fetch_source(settings, workdir, request, console, force)
     build_dir = workdir.builds / f"module-{release}"
     staged = stage_source(source, build_dir)
-    digest = tree_digest(staged)
+    assert facts.kdir is not None
+    version, choices = choose_patches(
+        settings.input_dir("patches"), staged, header_tree(root, release, facts.kdir)
+    )
+    digest = build_digest(tree_digest(staged), choices)
     previous = builds(workdir).get(release)
     if previous and not force and previous.get("source_digest") == digest and reusable(previous, release):
         console.say(f"build-module: {previous['ko']} is up to date for {release} (--force rebuilds)")
         return previous
+    report_patches(version, choices, console)
+    apply_choices(staged, choices)
     log_path = workdir.logs / f"module-{release}.log"
     infos = kbuild(facts, staged, log_path, settings.effective_jobs, console)
     module = primary_module(infos)
@@ -293,11 +301,33 @@ def build_module(
         "log": str(log_path),
         "source": origin,
         "source_digest": digest,
+        "module_version": version,
+        "patches": [choice.as_dict() for choice in choices],
         "distro": distro.label,
         "built": now_iso(),
     }
     save_build(workdir, record)
     return record
+
+
+def build_digest(source_digest: str, choices: list[PatchChoice]) -> str:
+    """The source's digest combined with the patches applied to it (a changed patch rebuilds)."""
+    digest = hashlib.sha256(source_digest.encode())
+    for choice in choices:
+        if choice.applies:
+            digest.update(choice.patch.name.encode() + b"\0" + choice.patch.path.read_bytes())
+    return digest.hexdigest()
+
+
+def report_patches(version: str | None, choices: list[PatchChoice], console: Console) -> None:
+    """Say which compatibility patches the headers call for, and why."""
+    if version is None:
+        return
+    if not choices:
+        console.say(f"build-module: no compatibility patches for module version {version}")
+    for choice in choices:
+        verdict = "apply" if choice.applies else "skip"
+        console.say(f"build-module: {verdict} {choice.patch.name}: {choice.patch.subject} ({choice.why})")
 
 
 def dry_build(

@@ -9,6 +9,12 @@ balancer) and logs it. When the TOA module offers its NAT64 lookup
 is shown too. ``/proc/net/toa_stats`` is read before and after, so the operator
 sees TOA options being counted. ``--count`` and ``--timeout`` stop it by itself.
 
+Listen on an IPv4 address (``0.0.0.0``) for IPv4 clients: a server on
+``[::]`` receives them as v4-mapped IPv6 connections (``::ffff:a.b.c.d``),
+which a TOA module that hooks only IPv4 (the 2.6.32 kernel's, elb-toa's
+branch master) never rewrites, so it shows the balancer's address with TOA
+loaded. ``serve`` warns when it is told to bind ``::``.
+
 The socket-option call is injectable (``sockopt``): tests pass a fake provider
 because no TOA kernel runs on the build machines.
 """
@@ -16,6 +22,7 @@ because no TOA kernel runs on the build machines.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 import socketserver
 import struct
@@ -214,6 +221,21 @@ def describe_stats(stats: ToaStats | None) -> str:
     return " ".join(f"{name}={value}" for name, value in stats.counters.items()) or stats.problem
 
 
+def v4_mapped_warning(bind: str) -> str | None:
+    """The pitfall of listening on every IPv6 address (``::``) behind an IPv4 balancer."""
+    try:
+        address = ipaddress.ip_address(bind.strip("[]"))
+    except ValueError:
+        return None
+    if address.version != 6 or not address.is_unspecified:
+        return None
+    return (
+        f"listening on [{address}]: IPv4 clients arrive as v4-mapped IPv6 connections (::ffff:a.b.c.d), "
+        "which a TOA module hooking only IPv4 (the 2.6.32 TOA kernel's, elb-toa master) never rewrites: "
+        "they show the balancer's address even with toa loaded. Use --bind 0.0.0.0 for IPv4 clients"
+    )
+
+
 def check_options(port: int, count: int, timeout: float) -> None:
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a TCP port", "use 1..65535 (0 picks a free port)")
@@ -260,6 +282,9 @@ def serve(
 ) -> ServeReport:
     """Answer requests until ``count`` were answered or ``timeout`` seconds passed (0: no limit)."""
     check_options(port, count, timeout)
+    warning = v4_mapped_warning(bind)
+    if warning:
+        console.warn(warning)
     before = read_toa_stats(root)
     server = open_server(bind, port, sockopt, lambda record: console.say(record.log_line()))
     listen = format_address(*host_port(server.server_address))
