@@ -468,3 +468,47 @@ def test_the_tree_base_puts_the_trees_own_config_back(lvs, lvs_200):
     assert "CONFIG_TOA=m" in config and "CONFIG_IPV6=y" in config
     assert "CONFIG_MICROCODE=m" in config  # the RHEL config's own value, not the lab's
     assert not (lvs["tree"] / ".toa-config-base").exists()
+
+
+def probe_own_kernel(sandbox, option_code: int):
+    from toa_kernel.lab.proberun import run_probe
+
+    kernel = sandbox.path(f"/boot/vmlinuz-{RELEASE}")
+    return run_probe(
+        sandbox.root,
+        sandbox.workdir,
+        option_code=option_code,
+        kernel=kernel,
+        timeout=180,
+        say=lambda text: None,
+    )
+
+
+def assert_probe(result, honoured: int, ignored: int) -> None:
+    """Cases a-d (and the [::] server) on our kernel: ``honoured`` rewrites the peer, ``ignored`` does not."""
+    lines = result.lines()
+    assert result.verdict == "PASS", "\n".join(lines)
+    assert result.target.release == RELEASE and result.outcome.first.release == RELEASE
+    assert result.report.booted_title == f"CentOS ({RELEASE})" and "nohz=off" in result.report.cmdline.split()
+    cases = {case.name: case for case in result.outcome.cases}
+    assert cases["b"].title == f"module loaded, kind {honoured}" and cases["b"].seen == "203.0.113.7:41234"
+    assert cases["c"].title == f"module loaded, kind {ignored}" and cases["c"].seen.startswith("192.0.2.1:")
+    assert cases["a"].seen.startswith("192.0.2.1:") and cases["d"].seen.startswith("192.0.2.1:")
+    assert result.outcome.after.stats.counters["getname_toa_ok"] == 1
+    print(f"\nprobe, kind {honoured}: {result.seconds}\n" + "\n".join(lines[:7]), file=sys.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+@needs_lab
+@pytest.mark.timeout(COMPILE_TIMEOUT)
+def test_the_probe_sees_kind_254_honoured_and_200_ignored_by_our_kernel(lvs_installed):
+    assert_probe(probe_own_kernel(lvs_installed, 254), honoured=254, ignored=200)
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+@needs_lab
+@pytest.mark.timeout(COMPILE_TIMEOUT)
+def test_after_option_code_200_the_probe_sees_200_honoured_and_254_ignored(lvs_200):
+    assert_probe(probe_own_kernel(lvs_200["installed"], 200), honoured=200, ignored=254)
