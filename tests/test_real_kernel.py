@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, have
 from lab_support import kernel_cache_dir
+from probe_support import REAL_INPUTS, real_input
 
 from toa_kernel.kernel import toolchain
 from toa_kernel.kernel.kbuild import is_step
@@ -42,9 +43,8 @@ from toa_kernel.system.rootfs import Root
 
 RELEASE = "2.6.32-toa"
 CONSOLE = Path(__file__).parent / "data" / "lab-console" / "own-kernel.log"
-REAL_DATA = Path(os.environ.get("TOA_REAL_DATA", PROJECT_DIR.parent / "shared" / "data"))
-LVS_TARBALL = REAL_DATA / "lvs-kernel-2.6.32-220.23.1.el6.rs.tar.xz"
-LVS_SHA256 = "c2334ef9a2eadc70077aed9877042b8a511c61a1f72881e721ee0701cc6ad9c8"
+LVS_TARBALL = "lvs-kernel-2.6.32-220.23.1.el6.rs.tar.xz"
+LVS_SHA256 = REAL_INPUTS[LVS_TARBALL]
 TREE_NAME = "linux-2.6.32-220.23.1.el6.x86_64.rs"
 COMPILE_TIMEOUT = 3600
 needs_lab = pytest.mark.skipif(
@@ -189,12 +189,6 @@ def test_staging_keeps_a_real_boot_image_and_gives_it_the_system_initramfs(tmp_p
 # --- slow: the real tree ------------------------------------------------------------------------
 
 
-def lvs_tarball() -> Path:
-    if not LVS_TARBALL.is_file():
-        pytest.fail(f"the real LVS tree {LVS_TARBALL} is missing (set TOA_REAL_DATA to its directory)")
-    return LVS_TARBALL
-
-
 def invoke(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     """``invoke ARGS`` from the project directory, as a user runs it; (result, seconds)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
@@ -235,8 +229,9 @@ def compares_option(ko: Path, code: int) -> bool:
 def lvs(tmp_path_factory) -> dict:
     """The real tree fetched and built once with invoke (lab config base), dry run first."""
     workdir = tmp_path_factory.mktemp("lvs") / "work"
+    tarball = real_input(LVS_TARBALL)
     fetched, fetch_seconds = invoke(
-        "fetch", "--tarball", str(lvs_tarball()), "--sha256", LVS_SHA256, "--workdir", str(workdir), "--json"
+        "fetch", "--tarball", str(tarball), "--sha256", LVS_SHA256, "--workdir", str(workdir), "--json"
     )
     assert fetched.returncode == 0, fetched.stderr
     tree = workdir / "src" / TREE_NAME
