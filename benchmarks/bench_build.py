@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -32,29 +33,32 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def invoke(*args: str) -> tuple[dict, float]:
-    """``invoke ARGS --json`` from the project; its JSON document and wall time."""
+def cpu_seconds() -> float:
+    """User + system time of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str] | str, **options: object) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run a command; its result, wall seconds and CPU seconds (less sensitive to other load)."""
+    cpu, started = cpu_seconds(), time.monotonic()
+    result = subprocess.run(argv, **options)  # type: ignore[call-overload]
+    return result, time.monotonic() - started, cpu_seconds() - cpu
+
+
+def invoke(*args: str) -> tuple[dict, float, float]:
+    """``invoke ARGS --json`` from the project; its JSON document, wall and CPU seconds."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", *args, "--json"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    seconds = time.monotonic() - started
+    argv = [sys.executable, "-m", "invoke", *args, "--json"]
+    result, wall, cpu = timed(argv, cwd=PROJECT_DIR, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"invoke {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout), seconds
+    return json.loads(result.stdout), wall, cpu
 
 
-def timed_shell(command: str, cwd: Path) -> float:
-    started = time.monotonic()
-    subprocess.run(
-        command, shell=True, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.monotonic() - started
+def timed_shell(command: str, cwd: Path) -> tuple[float, float]:
+    _, wall, cpu = timed(command, shell=True, cwd=cwd, check=True, capture_output=True)
+    return wall, cpu
 
 
 def load() -> str:
@@ -72,25 +76,29 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bench-build-", dir=args.dir))
     workdir = base / "work"
     try:
-        fetched, fetch_seconds = invoke(
+        fetched, fetch_seconds, _ = invoke(
             "fetch", "--tarball", str(args.tarball.resolve()), "--workdir", str(workdir)
         )
         tree = Path(fetched["tree"])
         common = ("build", "--workdir", str(workdir), "--config-base", args.config_base, "--jobs", args.jobs)
         print(f"load before: {load()}", flush=True)
-        built, build_seconds = invoke(*common)
-        compile_step = next(s for s in built["steps"] if s["name"] == "compile")
-        compile_seconds = compile_step["seconds"]
-        print(f"invoke build: {build_seconds:.1f} s (compile step {compile_seconds:.1f} s); load {load()}")
-        _, noop_seconds = invoke(*common)
-        print(f"invoke build, nothing to do: {noop_seconds:.1f} s; load {load()}")
+        built, build_seconds, build_cpu = invoke(*common)
+        compile_seconds = next(s for s in built["steps"] if s["name"] == "compile")["seconds"]
+        print(f"invoke build: {build_seconds:.1f} s, CPU {build_cpu:.1f} s (compile {compile_seconds:.1f} s)")
+        print(f"  load {load()}", flush=True)
+        _, noop_seconds, noop_cpu = invoke(*common)
+        print(
+            f"invoke build, nothing to do: {noop_seconds:.1f} s, CPU {noop_cpu:.1f} s; load {load()}",
+            flush=True,
+        )
         command = (
             json.loads(Path(built["metadata"]).read_text())["toolchain"].get("compile_command") or "make"
         )
         timed_shell("make clean", tree)
-        plain_seconds = timed_shell(command, tree)
-        print(f"plain {command}: {plain_seconds:.1f} s; load {load()}")
-        print(f"ratio invoke build / plain make: {build_seconds / plain_seconds:.3f}")
+        plain_seconds, plain_cpu = timed_shell(command, tree)
+        print(f"plain {command}: {plain_seconds:.1f} s, CPU {plain_cpu:.1f} s; load {load()}")
+        wall_ratio, cpu_ratio = build_seconds / plain_seconds, build_cpu / plain_cpu
+        print(f"ratio invoke build / plain make: wall {wall_ratio:.3f}, CPU {cpu_ratio:.3f}")
         print(f"fetch {fetch_seconds:.1f} s; tree {tree}; same command: {shlex.quote(command)}")
     finally:
         if args.keep:

@@ -570,8 +570,8 @@ def compile_(ctx: BuildContext, report: StepReport) -> None:
     """make -j N with a progress bar; a one-line summary."""
     argv = ["make", *ctx.compile_args]
     if ctx.dry_run:
-        ctx.say(f"compile: would run $ cd {ctx.tree} && {' '.join(argv)}  (log: {ctx.log})")
-        report.changes.append(" ".join(argv))
+        ctx.say(f"compile: would run $ cd {ctx.tree} && {shlex.join(argv)}  (log: {ctx.log})")
+        report.changes.append(shlex.join(argv))
         return
     ctx.tree_changed = True  # make writes into the tree, even when it fails
     previous = ctx.workdir.section("build")
