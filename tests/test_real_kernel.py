@@ -186,6 +186,20 @@ def test_staging_keeps_a_real_boot_image_and_gives_it_the_system_initramfs(tmp_p
     assert b"toa.modules" not in other
 
 
+def test_the_lines_every_make_of_the_real_tree_prints_are_not_compile_work():
+    noop = [  # a no-op make -j2 of the LVS tree, as its build log shows it
+        "  CHK     include/linux/version.h",
+        "  SYMLINK include/asm -> include/asm-x86",
+        "  CALL    scripts/checksyscalls.sh",
+        "  CHK     include/linux/compile.h",
+        "  Building modules, stage 2.",
+        "  MODPOST 4 modules",
+        "Kernel: arch/x86/boot/bzImage is ready  (#1)",
+    ]
+    assert [line for line in noop if is_step(line)] == []
+    assert is_step("  CC [M]  net/toa/toa.o") and is_step("  LD [M]  net/toa/toa.ko")
+
+
 # --- slow: the real tree ------------------------------------------------------------------------
 
 
