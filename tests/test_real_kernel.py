@@ -334,6 +334,7 @@ def test_the_dry_run_shows_the_toolchain_patches_and_the_toa_h_fix_and_changes_n
     assert lvs["dry"].returncode == 0 and not lvs["dry_changed_tree"]
     assert "toa.h: DEFINE_TOA_STAT declares '__typeof__(type) *name'" in out
     assert "-\t(__typeof__(type) *name)" in out
+    assert "patch: would toa.c: hook_toa_functions: '(struct proto_ops *)&inet6_stream_ops'" in out
     assert "configure: would start .config from the lab base: make x86_64_defconfig" in out
     for patch in toolchain.plan_compat(
         lvs["tree"], PROJECT_DIR / "patches" / "toolchain", toolchain.detect()
@@ -362,11 +363,16 @@ def test_invoke_build_compiles_a_2_6_32_toa_kernel_and_toa_ko(lvs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(COMPILE_TIMEOUT)
-def test_the_toa_h_defect_is_fixed_and_reported_like_the_option_code(lvs):
-    patch_step = step(lvs["build"], "patch")
-    assert any(change.startswith("toa.h: DEFINE_TOA_STAT declares") for change in patch_step["changes"])
-    assert lvs["metadata"]["toa_h_stat_declaration"] == "fixed"
+def test_the_vendors_syntax_errors_are_fixed_and_reported_like_the_option_code(lvs):
+    from toa_kernel.kernel import defects
+
+    changes = step(lvs["build"], "patch")["changes"]
+    summaries = [defect.summary for defect in defects.DEFECTS]
+    assert [change for change in changes if change in summaries] == summaries
+    assert set(lvs["metadata"]["vendor_defects"].values()) == {"fixed"}
+    assert len(lvs["metadata"]["vendor_defects"]) == len(defects.DEFECTS)
     assert "\t__typeof__(type) *name\n" in (lvs["tree"] / "net/toa/toa.h").read_text()
+    assert list(defects.present(lvs["tree"])) == []
 
 
 @pytest.mark.slow
@@ -392,7 +398,7 @@ def test_a_second_build_compiles_nothing(lvs, lvs_noop):
     assert lvs_noop["mtimes"] == lvs["mtimes"]
     meta = json.loads(Path(lvs_noop["build"]["metadata"]).read_text())
     assert {p["status"] for p in meta["toolchain"]["patches"]} <= {"already applied"}
-    assert meta["toa_h_stat_declaration"].startswith("not needed")
+    assert set(meta["vendor_defects"].values()) == {"not present"}
     assert lvs_noop["seconds"] < 120
     print(f"\nno-op invoke build {lvs_noop['seconds']:.1f} s", file=sys.stderr)
 

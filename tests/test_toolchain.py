@@ -1,5 +1,6 @@
-"""The toolchain compatibility set: conditions, which patches a host needs, the make variable,
-the toa.h defect fix and the lab config base (fast; the real tree's compile is in test_real_kernel.py)."""
+"""The toolchain compatibility set: conditions, which patches a host needs, the make variable;
+the fixes of the vendor's syntax errors; the lab config base (fast; the real tree's compile is in
+test_real_kernel.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from conftest import PROJECT_DIR
 
 from toa_kernel.core.errors import UserError
-from toa_kernel.kernel import configbase, toolchain
+from toa_kernel.core.layout import TOA_HEADER
+from toa_kernel.kernel import configbase, defects, toolchain
 from toa_kernel.kernel import tree as kernel_tree
 
 COMPAT_DIR = PROJECT_DIR / "patches" / "toolchain"
@@ -152,51 +154,93 @@ def test_a_tree_without_kbuild_gets_no_compatibility_set(tmp_path):
     assert toolchain.cc_variable(compat, ccache=True) == "CC=ccache gcc"
 
 
-# --- the toa.h defect -------------------------------------------------------------------------
+# --- the vendor's syntax errors ---------------------------------------------------------------
+
+# Small C files with the shapes of the three defects (our own code, not the vendor's).
+STAT_C = f"struct mib {{ long v[4]; }};\n{VENDOR_STAT}DEFINE_TOA_STAT(struct mib, ext_stats);\n"
+BRACE_C = """#define NULL ((void *)0)
+#define TOA_INC_STATS(mib, field) ((mib)[field]++)
+struct sock { void *sk_user_data; };
+static unsigned long ext_stats[4];
+void count(struct sock *newsock)
+{
+\tif (NULL != newsock) {
+\t\tif (NULL != newsock->sk_user_data) {
+\t\t\tTOA_INC_STATS(ext_stats, 1);
+\t\telse
+\t\t\tTOA_INC_STATS(ext_stats, 2);
+\t}
+}
+"""
+CAST_C = """struct proto_ops { int x; };
+struct proto_ops inet6_stream_ops;
+void hook(void)
+{
+\tstruct proto_ops *ops =
+\t\t\tstruct proto_ops *)&inet6_stream_ops;
+\tops->x = 1;
+}
+"""
+SAMPLES = {
+    "toa-stat-declaration": (TOA_HEADER, STAT_C),
+    "toa-v6-unclosed-brace": (defects.TOA_SOURCE, BRACE_C),
+    "toa-v6-cast-parenthesis": (defects.TOA_SOURCE, CAST_C),
+}
+
+
+def compiles(tmp_path: Path, source: str) -> bool:
+    (tmp_path / "t.c").write_text(source)
+    argv = ["gcc", "-c", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.c")]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def defect(name: str) -> defects.Defect:
+    return next(d for d in defects.DEFECTS if d.name == name)
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_each_defect_is_a_compile_error_its_fix_compiles_and_a_second_fix_changes_nothing(tmp_path, name):
+    source = SAMPLES[name][1]
+    assert defect(name).found(source) and not compiles(tmp_path, source)
+    fixed = defect(name).fixed(source)
+    assert compiles(tmp_path, fixed), fixed
+    assert not defect(name).found(fixed) and defect(name).fixed(fixed) == fixed
+    assert [d.name for d in defects.DEFECTS if d.found(source)] == [name]  # no fix touches another's shape
 
 
 @pytest.mark.parametrize(
     "vendor",
     [
-        VENDOR_STAT,
         "#define DEFINE_TOA_STAT(type, name) (__typeof__(type) *name)\n",
         "# define  DEFINE_TOA_STAT( type , name )\\\n  ( __typeof__( type ) * name )\n",
     ],
 )
-def test_the_parenthesised_stat_declaration_is_found_and_fixed_once(vendor):
-    text = f"/* toa.h */\n{vendor}#define TOA_INC_STATS(mib, field) (x)\n"
-    assert kernel_tree.stat_declaration_defect(text)
-    fixed = kernel_tree.fix_stat_declaration(text)
-    assert kernel_tree.stat_declaration_defect(fixed) is None
-    assert kernel_tree.fix_stat_declaration(fixed) == fixed
-    assert fixed.replace(" ", "").count("(__typeof__") == 0
-    assert "#define TOA_INC_STATS(mib, field) (x)" in fixed
+def test_the_stat_declaration_is_found_however_it_is_spaced(vendor):
+    stat = defect("toa-stat-declaration")
+    assert stat.found(vendor) and "(__typeof__" not in stat.fixed(vendor).replace(" ", "")
 
 
-def test_the_fix_compiles_where_the_vendors_declaration_does_not(tmp_path):
-    def compiles(header: str) -> subprocess.CompletedProcess:
-        source = tmp_path / "t.c"
-        source.write_text(
-            f"{header}\nstruct mib {{ long v[4]; }};\nDEFINE_TOA_STAT(struct mib, ext_stats);\n"
-        )
-        return subprocess.run(
-            ["gcc", "-c", "-o", str(tmp_path / "t.o"), str(source)], capture_output=True, text=True
-        )
-
-    assert compiles(VENDOR_STAT).returncode != 0
-    assert compiles(kernel_tree.fix_stat_declaration(VENDOR_STAT)).returncode == 0
+def test_valid_code_of_the_same_neighbourhood_is_left_alone():
+    valid = (
+        "\tif (NULL != newsock->sk_user_data)\n\t\tTOA_INC_STATS(ext_stats, 1);\n\telse\n\t\tx();\n"
+        "\tstruct proto_ops *p =\n\t\t(struct proto_ops *)&inet6_stream_ops;\n"
+        "#define DEFINE_TOA_STAT(type, name) __typeof__(type) *name\n"
+    )
+    assert [d.name for d in defects.DEFECTS if d.found(valid)] == []
 
 
-def test_the_stat_change_is_a_reported_edit_only_when_the_defect_is_there(tmp_path):
-    header = tmp_path / "net" / "toa" / "toa.h"
-    header.parent.mkdir(parents=True)
-    header.write_text(f"#define TCPOPT_TOA 254\n{VENDOR_STAT}")
-    change = kernel_tree.stat_declaration_change(tmp_path)
-    assert change is not None and "DEFINE_TOA_STAT" in change.summary
-    assert "-\t(__typeof__(type) *name)" in change.diff and "+\t__typeof__(type) *name" in change.diff
-    change.action()
-    assert kernel_tree.stat_declaration_change(tmp_path) is None
-    assert "\t__typeof__(type) *name\n" in header.read_text()
+def test_the_fixes_are_reported_edits_of_the_files_that_have_the_defects(tmp_path):
+    for path, source in SAMPLES.values():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_path / path, "a") as handle:
+            handle.write(source)
+    found = defects.fix_changes(tmp_path)
+    assert [d.name for d, _ in found] == list(SAMPLES)
+    for defect_found, change in found:
+        assert change.summary == defect_found.summary and change.diff.count("\n+") >= 1
+        change.action()
+    assert defects.fix_changes(tmp_path) == []
+    assert compiles(tmp_path, (tmp_path / defects.TOA_SOURCE).read_text())
 
 
 # --- the config base -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from toa_kernel.core.layout import BZIMAGE, TOA_HEADER, TOA_MODULE_OBJECT
 from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.kernel import configbase, kbuild, metadata, toolchain
+from toa_kernel.kernel import configbase, defects, kbuild, metadata, toolchain
 from toa_kernel.kernel import tree as kernel_tree
 from toa_kernel.kernel.patching import PatchOutcome, find_patches, plan_patches
 
@@ -75,7 +75,7 @@ class BuildContext:
     patches: list[PatchOutcome] = field(default_factory=list)
     compat: toolchain.Compat | None = None
     compat_patches: list[PatchOutcome] = field(default_factory=list)
-    stat_fix: str = "not checked"
+    defects: dict[str, str] = field(default_factory=dict)
     option_code_before: int | None = None
     config_backup: Path | None = None
     kconfig: str | None = None
@@ -429,12 +429,7 @@ def patch(ctx: BuildContext, report: StepReport) -> None:
         report.notes.append(f"no patches in {ctx.settings.input_dir('patches')}")
     compat = ctx.compat.patches if ctx.compat else []
     ctx.compat_patches = apply_patches(ctx, report, [p.path for p in compat], "toolchain")
-    fix = Plan("patch")
-    fix.add(kernel_tree.stat_declaration_change(ctx.tree))
-    ctx.apply(fix, report)
-    ctx.stat_fix = "not needed (no parenthesised declaration)"
-    if fix:
-        ctx.stat_fix = "would fix" if ctx.dry_run else "fixed"
+    fix_defects(ctx, report)
     header = kernel_tree.read_tree_file(ctx.tree, TOA_HEADER)
     ctx.option_code_before = kernel_tree.read_option_code(header)
     plan = Plan("patch")
@@ -442,6 +437,19 @@ def patch(ctx: BuildContext, report: StepReport) -> None:
     ctx.apply(plan, report)
     if not plan:
         report.notes.append(f"TCPOPT_TOA is {ctx.settings.option_code}")
+
+
+def fix_defects(ctx: BuildContext, report: StepReport) -> None:
+    """Fix the vendor's syntax errors in net/toa that this tree has (``defects``)."""
+    found = defects.fix_changes(ctx.tree)
+    fixes = Plan("patch")
+    for _, change in found:
+        fixes.add(change)
+    ctx.apply(fixes, report)
+    fixed = {defect.name for defect, _ in found}
+    for defect in defects.DEFECTS:
+        status = ("would fix" if ctx.dry_run else "fixed") if defect.name in fixed else "not present"
+        ctx.defects[f"{defect.path}: {defect.name}"] = status
 
 
 def apply_patches(
@@ -658,7 +666,7 @@ def metadata_document(
         "extraversion": ctx.settings.extraversion,
         "option_code": {"before": ctx.option_code_before, "after": ctx.settings.option_code},
         "patches": [p.as_dict() for p in ctx.patches],
-        "toa_h_stat_declaration": ctx.stat_fix,
+        "vendor_defects": ctx.defects,
         "toolchain": toolchain_record(ctx),
         "tools": ctx.compat.toolchain.descriptions if ctx.compat else {},
         "config_base": ctx.settings.config_base,

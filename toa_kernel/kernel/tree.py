@@ -5,8 +5,7 @@ The pure functions take and return text, so they are tested with data; the
 ``toa_kernel.core.plan.file_edit`` so a dry run shows the unified diff and a second
 run finds nothing to do.
 
-- ``net/toa/toa.h``: ``#define TCPOPT_TOA <code>`` (whitespace tolerant), and the
-  vendor's ``DEFINE_TOA_STAT`` without its parentheses when they are there.
+- ``net/toa/toa.h``: ``#define TCPOPT_TOA <code>`` (whitespace tolerant).
 - top ``Makefile``: ``EXTRAVERSION = -toa``.
 - ``net/Makefile``: ``obj-$(CONFIG_TOA) += toa/`` (missing in one public copy).
 - ``.config``: fragments merged in place, never duplicating an option.
@@ -34,14 +33,6 @@ INSTALL_HINT = "unpack the vendor's source again with 'invoke fetch --force'"
 # `#define TCPOPT_TOA 254`, any blanks, decimal or hex value, optional comment.
 OPTION_RE = re.compile(
     r"^(?P<head>[ \t]*#[ \t]*define[ \t]+TCPOPT_TOA[ \t]+)(?P<value>0[xX][0-9a-fA-F]+|\d+)\b",
-    re.MULTILINE,
-)
-# The vendor's `#define DEFINE_TOA_STAT(type, name) (__typeof__(type) *name)`, on one
-# line or continued: a declaration in parentheses, which no C compiler accepts.
-STAT_DECLARATION_RE = re.compile(
-    r"(?P<head>^[ \t]*#[ \t]*define[ \t]+DEFINE_TOA_STAT[ \t]*\([ \t]*(?P<type>\w+)[ \t]*,[ \t]*"
-    r"(?P<name>\w+)[ \t]*\)[ \t]*(?:\\\n[ \t]*)?)"
-    r"\([ \t]*(?P<declaration>__typeof__[ \t]*\([ \t]*(?P=type)[ \t]*\)[ \t]*\*[ \t]*(?P=name))[ \t]*\)",
     re.MULTILINE,
 )
 EXTRAVERSION_RE = re.compile(
@@ -86,31 +77,6 @@ def option_code_change(tree: Path, code: int) -> Change | None:
     if change is not None:
         change.action = verified(change.action, lambda: check_option_code(tree, code))
     return change
-
-
-def stat_declaration_defect(text: str) -> str | None:
-    """The vendor's parenthesised ``DEFINE_TOA_STAT`` body when ``toa.h`` has it, else None."""
-    match = STAT_DECLARATION_RE.search(text)
-    return f"({match.group('declaration')})" if match else None
-
-
-def fix_stat_declaration(text: str) -> str:
-    """``toa.h`` text whose ``DEFINE_TOA_STAT`` declares without the parentheses."""
-    return STAT_DECLARATION_RE.sub(lambda m: m.group("head") + m.group("declaration"), text)
-
-
-def stat_declaration_change(tree: Path) -> Change | None:
-    """Remove the parentheses that make ``DEFINE_TOA_STAT(type, name)`` a syntax error (None: no defect)."""
-    text = read_tree_file(tree, TOA_HEADER)
-    defect = stat_declaration_defect(text)
-    if defect is None:
-        return None
-    fixed = fix_stat_declaration(text)
-    summary = (
-        f"toa.h: DEFINE_TOA_STAT declares {defect[1:-1]!r}, not {defect!r} "
-        "(a parenthesised declaration does not compile with any compiler)"
-    )
-    return file_edit(tree / TOA_HEADER, fixed, summary, label=TOA_HEADER)
 
 
 def check_option_code(tree: Path, code: int) -> None:
