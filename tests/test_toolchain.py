@@ -21,7 +21,7 @@ CENTOS6 = toolchain.Toolchain(
 )
 DEBIAN12 = toolchain.Toolchain(
     {"gcc": (12, 2, 0), "binutils": (2, 40), "make": (4, 3), "perl": (5, 36, 0)},
-    frozenset({"gcc-default-pie", "sh-echo-escapes"}),
+    frozenset({"gcc-default-pie", "sh-echo-escapes", "no-v4l1-header"}),
 )
 VENDOR_STAT = "#define DEFINE_TOA_STAT(type, name)       \\\n\t(__typeof__(type) *name)\n"
 
@@ -46,6 +46,7 @@ def kbuild_tree(base: Path) -> Path:
         ("perl >= 5.22", False, True),
         ("gcc-default-pie", False, True),
         ("sh-echo-escapes", False, True),
+        ("no-v4l1-header", False, True),
     ],
 )
 def test_a_condition_holds_by_version_or_feature(when, centos6, debian12):
@@ -91,6 +92,10 @@ def test_this_hosts_toolchain_is_detected_from_the_real_tools():
     )
     assert ("gcc-default-pie" in found.features) is pie
     assert found.descriptions["gcc"].startswith("gcc")
+    v4l1 = subprocess.run(
+        ["gcc", "-E", "-x", "c", "-"], input="#include <linux/videodev.h>\n", capture_output=True
+    )
+    assert ("no-v4l1-header" in found.features) is (v4l1.returncode != 0)
 
 
 # --- the set ------------------------------------------------------------------------------
@@ -98,7 +103,7 @@ def test_this_hosts_toolchain_is_detected_from_the_real_tools():
 
 def test_every_patch_of_the_set_declares_a_valid_condition_and_its_symptom():
     patches = toolchain.compat_patches(COMPAT_DIR)
-    assert len(patches) == 8
+    assert len(patches) == 9
     for patch in patches:
         assert patch.subject and patch.symptom, patch.name
         DEBIAN12.holds(patch.when)  # raises on a condition the build cannot judge
@@ -116,13 +121,13 @@ def test_a_centos6_toolchain_gets_nothing(tmp_path):
     compat = toolchain.plan_compat(kbuild_tree(tmp_path), COMPAT_DIR, CENTOS6)
     assert compat.kbuild_tree and not compat.needed
     assert compat.patches == [] and compat.variables == {} and compat.banner() == []
-    assert len(compat.not_needed) == 8
+    assert len(compat.not_needed) == 9
     assert toolchain.cc_variable(compat, ccache=False) is None
 
 
 def test_a_debian12_toolchain_gets_every_patch_and_cc_without_pie_loudly(tmp_path):
     compat = toolchain.plan_compat(kbuild_tree(tmp_path), COMPAT_DIR, DEBIAN12)
-    assert [p.name[:4] for p in compat.patches] == [f"{n:04d}" for n in range(1, 9)]
+    assert [p.name[:4] for p in compat.patches] == [f"{n:04d}" for n in range(1, 10)]
     assert compat.variables == {"CC": "gcc -fno-PIE"}
     banner = " ".join(compat.banner())
     assert "NEWER THAN THIS 2.6.32 TREE SUPPORTS" in banner

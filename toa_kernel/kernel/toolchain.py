@@ -11,8 +11,10 @@ patch names, in its header, the toolchain it is for::
     Symptom: what goes wrong without it
 
 Features: ``gcc-default-pie`` (gcc builds position-independent code unless told
-otherwise) and ``sh-echo-escapes`` (``/bin/sh``'s echo turns ``\\1`` into a
-control character, as dash's does). A patch is applied only when its condition
+otherwise), ``sh-echo-escapes`` (``/bin/sh``'s echo turns ``\\1`` into a
+control character, as dash's does) and ``no-v4l1-header`` (the host's kernel
+headers, which the documentation's example programs build against, lack
+``linux/videodev.h``). A patch is applied only when its condition
 holds on this host, and the set only to a Kbuild tree (one with
 ``scripts/Kbuild.include``): a CentOS 6 server with its own gcc 4.4 gets none.
 """
@@ -35,6 +37,7 @@ TOOLS = ("gcc", "binutils", "make", "perl")
 FEATURES = {
     "gcc-default-pie": "gcc builds position-independent code by default",
     "sh-echo-escapes": "/bin/sh's echo interprets backslash escapes (dash)",
+    "no-v4l1-header": "the host's kernel headers lack linux/videodev.h (V4L1, gone since 2.6.38)",
 }
 # The make variable for a PIE-by-default gcc: -fno-PIE must reach every compile,
 # arch/x86/boot's own flags and the Makefile's compiler probes too, so it goes into CC.
@@ -135,6 +138,8 @@ def detect() -> Toolchain:
         features.add("gcc-default-pie")
     if (run_quietly(["sh", "-c", "echo 'x\\101'"]) or "").strip() == "xA":
         features.add("sh-echo-escapes")
+    if outputs["gcc"] and run_quietly(["gcc", "-E", "-x", "c", "-"], "#include <linux/videodev.h>\n") is None:
+        features.add("no-v4l1-header")
     descriptions = {tool: first_line(text) for tool, text in outputs.items()}
     descriptions["perl"] = f"perl {first_line(perl)}"
     return Toolchain(versions, frozenset(features), descriptions)
