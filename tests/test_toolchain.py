@@ -93,7 +93,7 @@ def test_this_hosts_toolchain_is_detected_from_the_real_tools():
     assert ("gcc-default-pie" in found.features) is pie
     assert found.descriptions["gcc"].startswith("gcc")
     v4l1 = subprocess.run(
-        ["gcc", "-E", "-x", "c", "-"], input="#include <linux/videodev.h>\n", capture_output=True
+        ["gcc", "-E", "-x", "c", "-"], input=b"#include <linux/videodev.h>\n", capture_output=True
     )
     assert ("no-v4l1-header" in found.features) is (v4l1.returncode != 0)
 
