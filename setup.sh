@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
     # build and install steps: the kernel's own make, compilers, patch, depmod
-    gcc make perl patch binutils kmod ccache libmagic1 curl pigz
+    gcc make perl patch binutils kmod ccache libmagic1 curl pigz xz-utils
     # the boot lab: QEMU, GRUB legacy 0.97, a busybox initramfs, disk-image tools
     qemu-system-x86 grub-legacy busybox-static fdisk e2fsprogs cpio
     # kernels 3.0+ (out-of-tree module): real Kbuild headers to build against

@@ -153,6 +153,8 @@ BUILD_STEPS_HELP = "preflight, patch, configure, release, compile, artifacts"
         "extraversion": "EXTRAVERSION of the top Makefile, the release's suffix (default -toa; "
         "write --extraversion=-x)",
         "min_free_gib": "free disk the build needs, in GiB (default: toa.min_free_gib, 5)",
+        "config_base": "the .config to start from: tree (the tree's own, for servers; default) or lab "
+        "(make x86_64_defconfig + configs/lab/: a small kernel for the boot lab, minutes not half an hour)",
         "tree": "build this kernel tree instead of the one 'invoke fetch' unpacked",
         "workdir": WORKDIR_HELP,
         "dry_run": DRY_RUN_HELP,
@@ -170,6 +172,7 @@ def build(
     option_code: str | None = None,
     extraversion: str | None = None,
     min_free_gib: str | None = None,
+    config_base: str | None = None,
     tree: str | None = None,
     workdir: str | None = None,
     dry_run: bool = False,
@@ -188,6 +191,7 @@ def build(
         option_code=option_code,
         extraversion=extraversion,
         min_free_gib=min_free_gib,
+        config_base=config_base,
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -482,6 +486,8 @@ def serve(
         "of the image, so GRUB's fallback= entry must boot",
         "release": "the TOA release to expect (default: the one the work directory's manifest records)",
         "kernel": "a bzImage to boot in place of every kernel (default: Debian's, downloaded once)",
+        "own_kernel": "boot /boot's real kernel files as they are (the one 'invoke build' compiled), with "
+        "/lib/modules and the boot hooks of ROOT in their initramfs: proves toa loads at boot",
         "keep": "keep the staging copy of /boot (WORKDIR/lab/SCENARIO/stage)",
         "probe": "boot with the TOA module and send it TCP packets with and without the TOA option "
         "(cases a-d and a server on [::]); PASS only when every case shows the expected peer address",
@@ -504,6 +510,7 @@ def lab(
     scenario: str = "default",
     release: str | None = None,
     kernel: str | None = None,
+    own_kernel: bool = False,
     keep: bool = False,
     probe: bool = False,
     module: str | None = None,
@@ -537,6 +544,7 @@ def lab(
         release=release_flag(release),
         kernel=kernel_path,
         keep_stage=keep,
+        own_kernels=own_kernel,
         say=out.say,
     )
     if json:

@@ -39,6 +39,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 REAL_INPUTS = {
     "elb-toa-master.tar.gz": "7bd50474e7c4ec163a8b4e452c3c1adb93aed67adc149fd816ed96e7915fdf6c",
     "elb-toa-IPv6.tar.gz": "fef5b6ed3dd5163e7a7921dcb6a3c54eb2a33ba7dae530640baaaf09f259b27b",
+    "lvs-kernel-2.6.32-220.23.1.el6.rs.tar.xz": (
+        "c2334ef9a2eadc70077aed9877042b8a511c61a1f72881e721ee0701cc6ad9c8"
+    ),
 }
 
 

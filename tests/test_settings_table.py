@@ -75,6 +75,7 @@ BAD_SETTINGS = {
     "ccache": "maybe",
     "kernel_args": "nohz=off 'quiet'",
     "startup": "systemd",
+    "config_base": "defconfig",
     "lab_timeout": "-5",
     "module_url": "https://example.org/{{nope}}.tar.gz",
     "module_branch": "x/../../../victim",
@@ -166,6 +167,7 @@ BAD_FLAGS = {
         "--until": "nosuch",
         "--only": "nosuch",
         "--tree": "{file}",
+        "--config-base": "small",
         "--workdir": "{file}",
     },
     "install-kernel": {

@@ -41,6 +41,7 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 MAX_BRANCH = 100
 EXTRAVERSION_MAX = UTS_LEN - len(KERNEL_VERSION)
+CONFIG_BASES = ("tree", "lab")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Settings:
     configs_dir: Path = Path("configs")
     grub_dir: Path = Path("grub")
     ccache: bool = False
+    # Kernel build: the .config to start from, "tree" (the tree's own) or "lab".
+    config_base: str = "tree"
     # install-kernel: extra kernel arguments (besides grub/'s), startup style.
     kernel_args: str = ""
     startup: str = "modules"
@@ -398,6 +401,14 @@ def startup_value(value: Any, name: str) -> str:
     return text
 
 
+def config_base_value(value: Any, name: str) -> str:
+    should = "use 'tree' (the tree's own .config, for servers) or 'lab' (a small config for the boot lab)"
+    text = text_value(value, name, should).lower()
+    if text not in CONFIG_BASES:
+        raise SettingError(name, value, "is not a known config base", should)
+    return text
+
+
 def template_problem(template: str, field: str) -> str | None:
     """Why ``template`` is not text with plain ``{field}`` placeholders only (None: it is)."""
     try:
@@ -554,6 +565,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "ccache": flag,
     "kernel_args": kernel_args_value,
     "startup": startup_value,
+    "config_base": config_base_value,
     "lab_timeout": decimal(0, 86400, "use a number of seconds above 0, at most 86400, e.g. 60"),
     "module_url": module_url_value,
     "module_branch": check_branch,

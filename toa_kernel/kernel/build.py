@@ -10,30 +10,30 @@ which always runs). The record step always runs (except in a dry run): a
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
-from toa_kernel.core.fileops import backup_file, file_kind, read_text
+from toa_kernel.core.fileops import backup_file, file_kind
 from toa_kernel.core.layout import BZIMAGE, TOA_HEADER, TOA_MODULE_OBJECT, UTS_LEN
 from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.kernel import kbuild, metadata
+from toa_kernel.kernel import configbase, defects, kbuild, metadata, toolchain
 from toa_kernel.kernel import tree as kernel_tree
 from toa_kernel.kernel.patching import PatchOutcome, find_patches, plan_patches
-from toa_kernel.source.download import sha256_of
 
 STEPS = ("preflight", "patch", "configure", "release", "compile", "artifacts", "record")
 GIB = 1024**3
 # What each tool is called in CentOS 6's yum.
 PACKAGES = {"gcc": "gcc", "make": "make", "perl": "perl", "patch": "patch"}
-FIRST_FRAGMENT = "toa.config"
 
 
 @dataclass
@@ -73,6 +73,9 @@ class BuildContext:
     fragment: dict[str, str | None] = field(default_factory=dict)
     fragment_files: list[dict[str, str]] = field(default_factory=list)
     patches: list[PatchOutcome] = field(default_factory=list)
+    compat: toolchain.Compat | None = None
+    compat_patches: list[PatchOutcome] = field(default_factory=list)
+    defects: dict[str, str] = field(default_factory=dict)
     option_code_before: int | None = None
     config_backup: Path | None = None
     kconfig: str | None = None
@@ -106,6 +109,12 @@ class BuildContext:
         self.commands.append(f"cd {self.tree} && {run.command}")
         return run
 
+    @property
+    def compile_args(self) -> list[str]:
+        """make's arguments for the compile (``-j N``; ``CC=`` for ccache and the toolchain)."""
+        cc = toolchain.cc_variable(self.compat, self.ccache)
+        return kbuild.compile_args(self.settings.effective_jobs, cc)
+
 
 @dataclass
 class BuildResult:
@@ -121,6 +130,7 @@ class BuildResult:
     log: Path | None = None
     error: dict[str, str] | None = None
     dry_run: bool = False
+    toolchain: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +138,7 @@ class BuildResult:
             "status": self.status,
             "tree": str(self.tree) if self.tree else None,
             "release": self.release,
+            "toolchain": self.toolchain,
             "steps": [s.as_dict() for s in self.steps],
             "artifacts": self.artifacts,
             "metadata": str(self.metadata) if self.metadata else None,
@@ -138,6 +149,8 @@ class BuildResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = [("release", self.release or "-"), ("tree", self.tree)]
+        if self.toolchain:
+            rows.append(("toolchain", self.toolchain))
         for step in self.steps:
             what = "; ".join(step.changes) or "; ".join(step.notes)
             rows.append((step.name, f"{step.status} ({step.seconds:.1f}s)" + (f": {what}" if what else "")))
@@ -253,6 +266,7 @@ def finish(
         artifacts=ctx.artifacts,
         error=error.as_dict() if isinstance(error, ToaError) else None,
         dry_run=ctx.dry_run,
+        toolchain=ctx.compat.summary() if ctx.compat else "",
     )
     if isinstance(error, KeyboardInterrupt):
         result.error = {"kind": "interrupted", "message": "stopped by Ctrl-C", "fix": "run the build again"}
@@ -333,9 +347,15 @@ def preflight(ctx: BuildContext, report: StepReport) -> None:
     tree = ctx.tree
     check_tree_shape(tree)
     check_toa_sources(tree, ctx.settings)
-    ctx.fragment, ctx.fragment_files = load_fragments(ctx.settings.input_dir("configs"))
-    check_tools(bool(find_patches(ctx.settings.input_dir("patches"))))
+    ctx.fragment, ctx.fragment_files = configbase.fragments_for(
+        ctx.settings.input_dir("configs"), ctx.settings.config_base
+    )
+    ctx.compat = toolchain.plan_compat(tree, compat_dir(ctx.settings), toolchain.detect())
+    check_tools(bool(find_patches(ctx.settings.input_dir("patches")) or ctx.compat.patches))
     check_disk(tree, ctx.settings.min_free_gib)
+    for line in ctx.compat.banner():
+        ctx.console.warn(line)
+    report.notes.append(f"toolchain: {ctx.compat.summary()}")
     plan = Plan("preflight")
     plan.add(kernel_tree.wiring_change(tree))
     ctx.apply(plan, report)
@@ -420,40 +440,23 @@ def check_disk(tree: Path, min_free_gib: float) -> None:
         )
 
 
-def load_fragments(configs_dir: Path) -> tuple[dict[str, str | None], list[dict[str, str]]]:
-    """The ``*.config`` fragments of ``configs_dir``, toa.config first; later ones win."""
-    files = sorted(configs_dir.glob("*.config")) if configs_dir.is_dir() else []
-    files.sort(key=lambda p: p.name != FIRST_FRAGMENT)
-    if not files:
-        raise UserError(
-            f"no config fragments (*.config) in {configs_dir}",
-            "restore configs/toa.config (CONFIG_IPV6=y, CONFIG_TOA=m) or point toa.configs_dir at one",
-        )
-    values: dict[str, str | None] = {}
-    recorded = []
-    for path in files:
-        values.update(kernel_tree.parse_fragment(read_text(path), str(path)))
-        recorded.append({"path": str(path), "sha256": sha256_of(path)})
-    return values, recorded
+def compat_dir(settings: Settings) -> Path:
+    """The toolchain compatibility patches: ``patches/toolchain/``."""
+    return settings.input_dir("patches") / toolchain.COMPAT_DIR
 
 
 # --- step: patch -------------------------------------------------------------------
 
 
 def patch(ctx: BuildContext, report: StepReport) -> None:
-    """Apply patches/*.patch (all or nothing), then set TCPOPT_TOA in toa.h."""
+    """Apply patches/*.patch and the toolchain set (all or nothing), fix toa.h, set TCPOPT_TOA."""
     patches = find_patches(ctx.settings.input_dir("patches"))
-    scratch = ctx.workdir.path if ctx.workdir.path.is_dir() else None
-    planned = plan_patches(ctx.tree, patches, scratch_parent=scratch)
-    ctx.patches = planned.outcomes
+    ctx.patches = apply_patches(ctx, report, patches, "patch")
     if not patches:
         report.notes.append(f"no patches in {ctx.settings.input_dir('patches')}")
-    for outcome in planned.outcomes:
-        if outcome.status == "already applied":
-            ctx.say(f"patch: {outcome.name} is already applied")
-    if planned.plan:
-        ctx.apply(planned.plan, report)
-        ctx.patched = True  # a patch may change Kconfig files: kconfig must run
+    compat = ctx.compat.patches if ctx.compat else []
+    ctx.compat_patches = apply_patches(ctx, report, [p.path for p in compat], "toolchain")
+    fix_defects(ctx, report)
     header = kernel_tree.read_tree_file(ctx.tree, TOA_HEADER)
     ctx.option_code_before = kernel_tree.read_option_code(header)
     plan = Plan("patch")
@@ -463,13 +466,48 @@ def patch(ctx: BuildContext, report: StepReport) -> None:
         report.notes.append(f"TCPOPT_TOA is {ctx.settings.option_code}")
 
 
+def fix_defects(ctx: BuildContext, report: StepReport) -> None:
+    """Fix the vendor's syntax errors in net/toa that this tree has (``defects``)."""
+    found = defects.fix_changes(ctx.tree)
+    fixes = Plan("patch")
+    for _, change in found:
+        fixes.add(change)
+    ctx.apply(fixes, report)
+    fixed = {defect.name for defect, _ in found}
+    for defect in defects.DEFECTS:
+        status = ("would fix" if ctx.dry_run else "fixed") if defect.name in fixed else "not present"
+        ctx.defects[f"{defect.path}: {defect.name}"] = status
+
+
+def apply_patches(
+    ctx: BuildContext, report: StepReport, patches: list[Path], name: str
+) -> list[PatchOutcome]:
+    """Apply ``patches`` in order (those already in the tree are skipped); their outcomes."""
+    scratch = ctx.workdir.path if ctx.workdir.path.is_dir() else None
+    planned = plan_patches(ctx.tree, patches, scratch_parent=scratch)
+    planned.plan.name = name
+    for outcome in planned.outcomes:
+        if outcome.status == "already applied":
+            ctx.say(f"{name}: {outcome.name} is already applied")
+    if planned.plan:
+        ctx.apply(planned.plan, report)
+        ctx.patched = True  # a patch may change Kconfig files: kconfig must run
+    return planned.outcomes
+
+
 # --- step: configure ---------------------------------------------------------------
 
 
 def configure(ctx: BuildContext, report: StepReport) -> None:
-    """Merge the fragments into .config, run kconfig when needed, check every value survived."""
+    """Start from the config base, merge the fragments, run kconfig when needed, check the values."""
     if not ctx.fragment:
-        ctx.fragment, ctx.fragment_files = load_fragments(ctx.settings.input_dir("configs"))
+        ctx.fragment, ctx.fragment_files = configbase.fragments_for(
+            ctx.settings.input_dir("configs"), ctx.settings.config_base
+        )
+    base = configbase.base_plan(ctx.tree, ctx.settings.config_base, lambda args: make_checked(ctx, args))
+    ctx.apply(base, report)
+    if ctx.dry_run and base:
+        report.notes.append("the merge below is shown against the current .config, not the new base")
     dot_config = ctx.tree / kernel_tree.DOT_CONFIG
 
     def keep_original() -> None:
@@ -482,7 +520,7 @@ def configure(ctx: BuildContext, report: StepReport) -> None:
     if ctx.config_backup:
         report.notes.append(f"original .config kept as {ctx.config_backup.name}")
     target = kbuild.kconfig_target(ctx.tree)
-    if not (plan or ctx.patched or kconfig_stale(ctx.tree)):
+    if not (base or plan or ctx.patched or kconfig_stale(ctx.tree)):
         report.notes.append("kconfig is up to date")
     elif ctx.dry_run:
         ctx.say(f"configure: would run $ make {target}  (then check {', '.join(ctx.fragment)})")
@@ -501,6 +539,12 @@ def configure(ctx: BuildContext, report: StepReport) -> None:
     if ctx.dry_run:
         return
     check_fragment_survived(ctx)
+
+
+def make_checked(ctx: BuildContext, args: Sequence[str]) -> None:
+    """Run one make of a step (output to the build log); ``MakeFailed`` when it fails."""
+    ctx.say(f"configure: $ make {' '.join(args)}")
+    ctx.ran(kbuild.checked(f"make {' '.join(args)}", kbuild.run_make(ctx.tree, args, ctx.log), ctx.log))
 
 
 def kconfig_stale(tree: Path) -> bool:
@@ -559,18 +603,17 @@ def release(ctx: BuildContext, report: StepReport) -> None:
 
 def compile_(ctx: BuildContext, report: StepReport) -> None:
     """make -j N with a progress bar; a one-line summary."""
-    jobs = ctx.settings.effective_jobs
-    argv = ["make", *kbuild.compile_args(jobs, ctx.ccache)]
+    argv = ["make", *ctx.compile_args]
     if ctx.dry_run:
-        ctx.say(f"compile: would run $ cd {ctx.tree} && {' '.join(argv)}  (log: {ctx.log})")
-        report.changes.append(" ".join(argv))
+        ctx.say(f"compile: would run $ cd {ctx.tree} && {shlex.join(argv)}  (log: {ctx.log})")
+        report.changes.append(shlex.join(argv))
         return
     ctx.tree_changed = True  # make writes into the tree, even when it fails
     previous = ctx.workdir.section("build")
     expected = previous.get("compile_steps") if previous.get("tree") == str(ctx.tree) else None
     run = ctx.ran(
         kbuild.compile_tree(
-            ctx.tree, ctx.log, jobs=jobs, ccache=ctx.ccache, console=ctx.console, expected_steps=expected
+            ctx.tree, ctx.log, args=ctx.compile_args, console=ctx.console, expected_steps=expected
         )
     )
     ctx.compile_seconds = run.seconds
@@ -580,7 +623,7 @@ def compile_(ctx: BuildContext, report: StepReport) -> None:
     else:
         ctx.compile_steps = expected or 0
         report.notes.append("up to date")
-    ctx.say(f"compile: {'; '.join(report.changes or report.notes)} (make -j{jobs}, log {ctx.log})")
+    ctx.say(f"compile: {'; '.join(report.changes or report.notes)} ({shlex.join(argv)}, log {ctx.log})")
 
 
 def format_seconds(seconds: float) -> str:
@@ -650,6 +693,10 @@ def metadata_document(
         "extraversion": ctx.settings.extraversion,
         "option_code": {"before": ctx.option_code_before, "after": ctx.settings.option_code},
         "patches": [p.as_dict() for p in ctx.patches],
+        "vendor_defects": ctx.defects,
+        "toolchain": toolchain_record(ctx),
+        "tools": ctx.compat.toolchain.descriptions if ctx.compat else {},
+        "config_base": ctx.settings.config_base,
         "fragments": {
             "files": ctx.fragment_files,
             "values": {option: kernel_tree.config_line(option, v) for option, v in ctx.fragment.items()},
@@ -660,13 +707,25 @@ def metadata_document(
         "ccache": ctx.ccache,
         "compile": {"steps": ctx.compile_steps, "seconds": ctx.compile_seconds},
         "steps": [r.as_dict() for r in reports],
-        "tools": kbuild.tool_versions(),
         "commands": ctx.commands,
         "reproduce": metadata.reproduce_command(ctx.settings, ctx.tree_arg, ctx.until, ctx.only),
         "artifacts": ctx.artifacts,
         "log": str(ctx.log) if ctx.log.exists() else None,
         "error": error,
     }
+
+
+def toolchain_record(ctx: BuildContext) -> dict[str, Any]:
+    """The toolchain, whether it is newer than the tree, and what was done for it."""
+    if ctx.compat is None:
+        return {}
+    outcomes = {p.name: p.status for p in ctx.compat_patches}
+    record = ctx.compat.as_dict()
+    for entry in record["patches"]:
+        entry["status"] = outcomes.get(entry["name"], "not reached")
+    record["summary"] = ctx.compat.summary()
+    record["compile_command"] = shlex.join(["make", *ctx.compile_args])
+    return record
 
 
 def manifest_section(ctx: BuildContext, status: str, metadata_path: Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import contextlib
 import os
 import re
 import shlex
-import shutil
 import signal
 import struct
 import subprocess
@@ -39,7 +38,7 @@ from toa_kernel.core.errors import EnvironmentFailure, UserError
 from toa_kernel.kernel.modinfo import ModuleInfo, read_module_info
 
 QUIET_LINE_RE = re.compile(r"^  ([A-Z][A-Z0-9_]*(?: \[M\])?) +(\S.*)$")
-NOT_WORK = {"CHK", "CALL", "MODPOST"}  # Kbuild steps that run on every make
+NOT_WORK = {"CHK", "CALL", "MODPOST", "SYMLINK"}  # Kbuild steps that run on every make
 ERROR_RE = re.compile(r"\berror:", re.IGNORECASE)
 REDIRECTED = "Console input/output is redirected"
 TAIL_LINES = 40
@@ -315,18 +314,15 @@ def last_word_line(output: str) -> str | None:
 # --- compile ------------------------------------------------------------------------
 
 
-def compile_args(jobs: int, ccache: bool) -> list[str]:
-    """make's arguments for the compile: ``-j N`` and ``CC=ccache gcc`` with ccache."""
-    args = [f"-j{jobs}"]
-    if ccache:
-        args.append("CC=ccache gcc")
-    return args
+def compile_args(jobs: int, cc: str | None = None) -> list[str]:
+    """make's arguments for the compile: ``-j N``, and ``CC=...`` when it is not make's default."""
+    return [f"-j{jobs}", *([cc] if cc else [])]
 
 
 def compile_tree(
-    tree: Path, log: Path, *, jobs: int, ccache: bool, console: Console, expected_steps: int | None
+    tree: Path, log: Path, *, args: Sequence[str], console: Console, expected_steps: int | None
 ) -> MakeRun:
-    """``make -j N`` with a progress bar of compile steps; ``MakeFailed`` on error."""
+    """``make ARGS`` with a progress bar of compile steps; ``MakeFailed`` on error."""
     with console.progress(total=expected_steps or None, desc="compile", unit="step") as bar:
 
         def advance(line: str) -> None:
@@ -334,7 +330,7 @@ def compile_tree(
                 bar.update(1)
                 bar.set_postfix_str(line.split()[-1][-40:], refresh=False)
 
-        run = run_make(tree, compile_args(jobs, ccache), log, on_line=advance)
+        run = run_make(tree, args, log, on_line=advance)
     return checked("compile", run, log)
 
 
@@ -401,23 +397,3 @@ def check_bzimage(path: Path, release: str) -> str:
             "the image is stale: run the compile step again ('invoke build')",
         )
     return description
-
-
-# --- tools --------------------------------------------------------------------------
-
-
-def tool_version(tool: str) -> str | None:
-    """The first line of ``TOOL --version``, or None when it is not installed."""
-    if shutil.which(tool) is None:
-        return None
-    try:
-        result = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = (result.stdout or result.stderr).splitlines()
-    return lines[0].strip() if lines else None
-
-
-def tool_versions() -> dict[str, str | None]:
-    """gcc, make and ld versions, as recorded in a build's metadata."""
-    return {tool: tool_version(tool) for tool in ("gcc", "make", "ld")}

@@ -65,6 +65,8 @@ def reproduce_command(settings: Settings, tree: Path | None, until: str | None, 
         f"--extraversion={settings.extraversion}",
         "--jobs",
         str(settings.effective_jobs),
+        "--config-base",
+        settings.config_base,
     ]
     if settings.ccache:
         argv.append("--ccache")

@@ -27,7 +27,7 @@ PANIC_RE = re.compile(r"Kernel panic - not syncing: ?(?P<why>[^\n]*)")
 
 def clean(text: str) -> str:
     """Console text without terminal escape sequences and carriage returns."""
-    text = ANSI_RE.sub("", text)
+    text = ANSI_RE.sub("", text).replace("\ufffd", "")  # bytes a serial driver sends while starting
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -21,6 +21,7 @@ import gzip
 import shlex
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,15 +57,16 @@ mount -t sysfs sysfs /sys
 echo "{mark} release="{release}
 echo "{mark} uname=$(uname -r)"
 echo "{mark} cmdline=$(cat /proc/cmdline)"
-for module in {nic_dir}/*.ko; do
+for module in {nic_modules}; do
     [ -e "$module" ] && insmod "$module"
 done
 ip link set lo up
 nic=""
+# interfaces from /proc/net/dev, not a glob of /sys/class/net: this busybox cannot list a
+# directory on a 2.6.32 kernel; the NIC is the first Ethernet one (type 1; lo and sit0 are not)
 for tries in $(seq 50); do
-    for path in /sys/class/net/*; do
-        name=${{path##*/}}
-        [ "$name" != lo ] && nic=$name && break
+    for name in $(tail -n +3 /proc/net/dev | cut -d: -f1); do
+        [ "$(cat /sys/class/net/$name/type 2>/dev/null)" = 1 ] && nic=$name && break
     done
     [ -n "$nic" ] && break
     usleep 100000
@@ -100,13 +102,17 @@ class GuestNet:
     v6_port: int
 
 
-def probe_init(release: str, net: GuestNet) -> str:
-    """The probe's ``/init`` for the boot entry of ``release``."""
+def probe_init(release: str, net: GuestNet, nic_modules: Sequence[str] = ()) -> str:
+    """The probe's ``/init`` for the boot entry of ``release``.
+
+    The NIC driver files are named, not globbed: the guest's busybox cannot list
+    a directory on a 2.6.32 kernel.
+    """
     init_script(release)  # refuses a release the lab cannot mark
     return PROBE_INIT.format(
         mark=MARK,
         release=shlex.quote(release),
-        nic_dir=NIC_DIR,
+        nic_modules=" ".join(f"{NIC_DIR}/{shlex.quote(name)}" for name in nic_modules),
         address=net.address,
         prefix=net.prefix,
         port=net.port,
@@ -123,7 +129,7 @@ def stage_guest(
     for name in ("bin", "proc", "dev", "sys", "tmp", "www/cgi-bin", NIC_DIR.lstrip("/")):
         (directory / name).mkdir(parents=True, exist_ok=True)
     shutil.copy2(busybox, directory / "bin" / "busybox")
-    write_executable(directory / "init", probe_init(release, net))
+    write_executable(directory / "init", probe_init(release, net, [driver.name for driver in nic]))
     for name, body in CGI_SCRIPTS.items():
         write_executable(directory / "www" / "cgi-bin" / name, "#!/bin/sh\n" + body)
     shutil.copyfile(module, directory / GUEST_MODULE.lstrip("/"))

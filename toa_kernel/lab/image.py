@@ -27,6 +27,7 @@ from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF
 from toa_kernel.core.plan import unified_diff
 from toa_kernel.lab.bootconf import BootConf
 from toa_kernel.lab.initramfs import build_initramfs
+from toa_kernel.lab.ownkernel import build_system_initramfs, own_kernel_files
 from toa_kernel.lab.tools import STAGE_FILES, grub_stage_dir, program
 from toa_kernel.system.rootfs import Root
 
@@ -78,6 +79,7 @@ class Staged:
     partition: int
     boot_on_root: bool
     kernels: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # own kernels booted as they are -> release
     initramfs: dict[str, str] = field(default_factory=dict)
     omitted: list[str] = field(default_factory=list)
     lab_edits: str = ""
@@ -109,6 +111,7 @@ def stage_boot(
     *,
     omit: Iterable[str] = (),
     scratch: Path,
+    own_kernels: bool = False,
     make_initramfs: Callable[[str, Path], Path] = build_initramfs,
     kernel_args: Iterable[str] = LAB_KERNEL_ARGS,
     as_is: Iterable[str] = (),
@@ -119,6 +122,8 @@ def stage_boot(
     (not bootable: the kernel finds no root and panics); ``kernel_args``: what the lab
     appends to every kernel line; ``make_initramfs(release, path)`` writes the
     initramfs that stands in for the entry of ``release`` (the probe passes its own).
+    With ``own_kernels``, kernel files that are real boot images stay as they are and
+    their initramfs carries the root's modules and boot hooks (``ownkernel``).
     """
     boot_dir = root.resolve(BOOT_DIR)
     if not boot_dir.is_dir():
@@ -128,6 +133,7 @@ def stage_boot(
         shutil.rmtree(stage)
     staged.boot.mkdir(parents=True)
     kernels, initrds = boot_file_roles(conf, staged.boot_on_root)
+    own = own_kernel_files(boot_dir, kernels) if own_kernels else {}
     omitted = {p.lstrip("/").removeprefix("boot/") for p in omit}
     unchanged = {p.lstrip("/").removeprefix("boot/") for p in as_is}
     made: dict[str, Path] = {}
@@ -145,6 +151,9 @@ def stage_boot(
             target.mkdir(exist_ok=True)
         elif relative in unchanged:
             shutil.copyfile(source, target)
+        elif relative in own:
+            shutil.copyfile(source, target)
+            staged.kept[system_path] = own[relative]
         elif relative in kernels or KERNEL_NAME_RE.match(source.name):
             shutil.copyfile(kernel, target)
             staged.kernels.append(system_path)
@@ -152,7 +161,13 @@ def stage_boot(
             release = initramfs_release(relative, source.name, initrds)
             assert release is not None
             if release not in made:
-                made[release] = make_initramfs(release, scratch / f"initramfs-{release}.img")
+                output = scratch / f"initramfs-{release}.img"
+                own_release = release in own.values()
+                made[release] = (
+                    build_system_initramfs(root, release, output)
+                    if own_release
+                    else make_initramfs(release, output)
+                )
             shutil.copyfile(made[release], target)
             staged.initramfs[system_path] = release
         else:

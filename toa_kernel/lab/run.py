@@ -29,6 +29,7 @@ from toa_kernel.lab.console import ConsoleReport, last_lines, parse_console
 from toa_kernel.lab.grub import install_grub
 from toa_kernel.lab.image import LAB_KERNEL_ARGS, Staged, make_image, stage_boot
 from toa_kernel.lab.kernel import chosen_kernel
+from toa_kernel.lab.ownkernel import guest_runtime
 from toa_kernel.lab.qemu import BootRun, run_qemu
 from toa_kernel.lab.tools import require_lab_tools
 from toa_kernel.system.rootfs import Root
@@ -42,6 +43,8 @@ SCENARIOS = {
     "fallback": "leave the default entry's kernel out of the image: GRUB's fallback= entry must boot",
 }
 BOOT_CHECKS = "boot"
+# Booting the system's own kernel proves the module side too.
+OWN_KERNEL_CHECKS = "boot,module-loaded,toa-stats,kernel-log"
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,16 @@ class LabResult:
         """The scenario's expectation holds (and, for ``default``, no boot check fails)."""
         if self.expected is None or self.report.release != self.expected.release:
             return False
+        if self.own_kernel and self.report.markers.get("uname") != self.expected.release:
+            return False
         if self.scenario == "default":
             return self.judged.status is not Status.FAIL
         return True
+
+    @property
+    def own_kernel(self) -> bool:
+        """The entry that booted ran the root's own kernel, not the stand-in."""
+        return self.report.release in self.staged.kept.values()
 
     @property
     def verdict(self) -> str:
@@ -135,6 +145,9 @@ class LabResult:
             rows.append(("GRUB said", "; ".join(self.report.grub_errors)))
         if self.staged.omitted:
             rows.append(("left out", ", ".join(self.staged.omitted)))
+        if self.staged.kept:
+            rows.append(("own kernels", ", ".join(self.staged.kept)))
+            rows.append(("guest uname -r", self.report.markers.get("uname")))
         rows.append(("seconds", ", ".join(f"{k} {v:g}" for k, v in self.seconds.items())))
         rows.extend((name, path) for name, path in self.artifacts.items())
         return rows
@@ -155,6 +168,7 @@ class LabResult:
             "grub_errors": self.report.grub_errors,
             "guest_kernel": self.report.markers.get("uname"),
             "kernels_replaced": self.staged.kernels,
+            "kernels_kept": self.staged.kept,
             "initramfs_replaced": self.staged.initramfs,
             "left_out": self.staged.omitted,
             "checks": [r.as_dict() for r in self.judged.results],
@@ -195,15 +209,25 @@ def read_grub_conf(root: Root) -> str:
     return read_text(path)  # byte for byte: a CRLF grub.conf keeps its CRs
 
 
-def lab_facts(report: ConsoleReport, conf_text: str, image: Path) -> Facts:
-    """The facts the guest's console proves, plus grub.conf as the image holds it."""
-    return Facts(
+def lab_facts(
+    report: ConsoleReport, conf_text: str, image: Path, console: str = "", own: bool = False
+) -> Facts:
+    """The facts the guest's console proves, plus grub.conf as the image holds it.
+
+    ``own``: the root's own kernel booted, so ``uname -r`` is the release and the
+    guest's modules, toa_stats and kernel log are facts too.
+    """
+    facts = Facts(
         source=f"boot lab: console of {image}",
         collected_at=now_iso(),
         release=report.release,
         cmdline=report.cmdline,
         grub=grub_facts_from_text(conf_text, GRUB_CONF),
     )
+    if own:
+        facts.release = report.markers.get("uname")
+        facts.loaded_modules, facts.toa_stats, facts.kernel_log = guest_runtime(console, report.markers)
+    return facts
 
 
 def write_facts(path: Path, facts: Facts, report: ConsoleReport, scenario: str) -> None:
@@ -251,9 +275,13 @@ def run_lab(
     timeout: float = 60.0,
     kernel: Path | None = None,
     keep_stage: bool = False,
+    own_kernels: bool = False,
     say: Callable[[str], None] = print,
 ) -> LabResult:
-    """Boot what ``root``'s /boot holds with GRUB legacy under QEMU; judge what booted."""
+    """Boot what ``root``'s /boot holds with GRUB legacy under QEMU; judge what booted.
+
+    ``own_kernels``: boot the root's real kernel files as they are (see ``ownkernel``).
+    """
     started = time.monotonic()
     require_lab_tools()
     conf_text = read_grub_conf(root)
@@ -277,6 +305,7 @@ def run_lab(
             real_kernel,
             omit=left_out(conf, scenario),
             scratch=Path(scratch),
+            own_kernels=own_kernels,
         )
         atomic_write(paths.grub_conf, (staged.boot / "grub" / "grub.conf").read_bytes())
         atomic_write(paths.lab_edits, staged.lab_edits)
@@ -290,12 +319,13 @@ def run_lab(
     run = run_qemu(paths.image, paths.console_log, timeout)
     seconds["boot"] = run.seconds
     report = parse_console(run.output)
-    facts = lab_facts(report, conf_text, paths.image)
+    own = report.release in staged.kept.values()
+    facts = lab_facts(report, conf_text, paths.image, run.output, own)
     write_facts(paths.facts, facts, report, scenario)
     problem = boot_problem(run, report, timeout, paths.console_log)
     if problem is not None:
         raise problem
-    judged = judge(load_facts(paths.facts), expect, BOOT_CHECKS)
+    judged = judge(load_facts(paths.facts), expect, OWN_KERNEL_CHECKS if own else BOOT_CHECKS)
     seconds["total"] = round(time.monotonic() - started, 2)
     result = LabResult(
         scenario=scenario,
@@ -324,6 +354,7 @@ def lab_for_settings(
     release: str | None = None,
     kernel: Path | None = None,
     keep_stage: bool = False,
+    own_kernels: bool = False,
     say: Callable[[str], None] = print,
 ) -> LabResult:
     """``invoke lab``: the lab on ``settings.root`` with the work directory locked.
@@ -341,5 +372,6 @@ def lab_for_settings(
             timeout=settings.lab_timeout,
             kernel=kernel,
             keep_stage=keep_stage,
+            own_kernels=own_kernels,
             say=say,
         )
