@@ -42,6 +42,7 @@ from toa_kernel.module.build import (
 from toa_kernel.module.distro import Distro, detect_distro, headers_command
 from toa_kernel.module.steps import SourceRequest, build_module, install_module, rollback_module
 from toa_kernel.source.loopback import serve_directory
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.checks import Status, run_checks
 from toa_kernel.verify.facts import gather
@@ -62,6 +63,10 @@ COMPILE_ERROR_LOG = """  CC [M]  /w/src/toa.o
 /w/src/toa.c:60:3: error: 'struct proto_ops' has no member named 'getname_old'
 make[1]: *** [scripts/Makefile.build:250: /w/src/toa.o] Error 1
 """
+
+
+def local(root) -> LocalSystem:
+    return LocalSystem(Root.of(root))
 
 
 def quiet() -> Console:
@@ -88,7 +93,7 @@ def settings_for(tmp_path: Path, root: Path | str = "/", **more: object) -> Sett
     ],
 )
 def test_distribution_and_headers_command(tmp_path, distro, family, command):
-    found = detect_distro(Root.of(make_root(tmp_path, distro)))
+    found = detect_distro(local(make_root(tmp_path, distro)))
     assert found.family == family
     argv = headers_command(found, "R")
     assert (" ".join(argv) if argv else None) == command
@@ -99,8 +104,8 @@ def test_suse_headers_follow_the_kernel_flavour():
 
 
 def test_distribution_versions_are_read(tmp_path):
-    assert detect_distro(Root.of(make_root(tmp_path, "centos6"))).version == "6.10"
-    assert detect_distro(Root.of(make_root(tmp_path, "sles11"))).version == "11.3"
+    assert detect_distro(local(make_root(tmp_path, "centos6"))).version == "6.10"
+    assert detect_distro(local(make_root(tmp_path, "sles11"))).version == "11.3"
 
 
 @pytest.mark.parametrize(
@@ -114,7 +119,7 @@ def test_distribution_versions_are_read(tmp_path):
     ],
 )
 def test_boot_style_follows_the_distribution(tmp_path, distro, systemd, style):
-    root = Root.of(make_root(tmp_path, distro, systemd=systemd))
+    root = local(make_root(tmp_path, distro, systemd=systemd))
     assert boot_style(detect_distro(root), systemd) == style
 
 
@@ -122,8 +127,8 @@ def test_boot_style_follows_the_distribution(tmp_path, distro, systemd, style):
 
 
 def test_missing_headers_name_the_exact_package(tmp_path):
-    root = Root.of(make_root(tmp_path, "centos7"))
-    facts = gather_kbuild_facts(root, "3.10.0-1160.el7.x86_64", detect_distro(root))
+    root = local(make_root(tmp_path, "centos7"))
+    facts = gather_kbuild_facts(root.fs, "3.10.0-1160.el7.x86_64", detect_distro(root))
     with pytest.raises(EnvironmentFailure) as caught:
         check_prereqs(facts)
     assert "/lib/modules/3.10.0-1160.el7.x86_64/build" in caught.value.message
@@ -131,9 +136,9 @@ def test_missing_headers_name_the_exact_package(tmp_path):
 
 
 def test_missing_headers_on_coreos_point_at_the_dev_container(tmp_path):
-    root = Root.of(make_root(tmp_path, "coreos"))
+    root = local(make_root(tmp_path, "coreos"))
     with pytest.raises(EnvironmentFailure) as caught:
-        check_prereqs(gather_kbuild_facts(root, "4.14.11-coreos", detect_distro(root)))
+        check_prereqs(gather_kbuild_facts(root.fs, "4.14.11-coreos", detect_distro(root)))
     assert "development container" in caught.value.fix
 
 
@@ -390,7 +395,7 @@ def test_a_web_page_instead_of_a_tarball_is_refused(tmp_path):
 
 
 def test_dry_run_with_install_deps_shows_the_package_command(tmp_path, capsys):
-    if detect_distro(Root.of("/")).family != "debian":
+    if detect_distro(local("/")).family != "debian":
         pytest.skip("the command asserted is Debian's")
     result = build_module(
         settings_for(tmp_path),
@@ -489,8 +494,8 @@ def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path):
     proc = root / "proc/sys/kernel"
     proc.mkdir(parents=True)
     (proc / "osrelease").write_text(HEADERS + "\n")
-    facts = gather(Root.of(root), dmesg=lambda: "")
-    mode = gather_module_mode(Root.of(root), facts.release, name="hello")
+    facts = gather(local(root), dmesg=lambda: "")
+    mode = gather_module_mode(local(root), facts.release, name="hello")
     assert applies(facts, mode)
     from toa_kernel.verify.checks import Expectation
 
@@ -498,8 +503,8 @@ def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path):
     assert results["module-fits"].status is Status.PASS
     assert results["module-boot"].status is Status.PASS
     (proc / "osrelease").write_text("3.10.0-1160.99.1.el7.x86_64\n")
-    facts = gather(Root.of(root), dmesg=lambda: "")
-    mode = gather_module_mode(Root.of(root), facts.release, name="hello")
+    facts = gather(local(root), dmesg=lambda: "")
+    mode = gather_module_mode(local(root), facts.release, name="hello")
     result = run_checks(module_mode_checks(mode), facts, Expectation())[0]
     assert result.status is Status.FAIL and "upgraded" in result.reason
 

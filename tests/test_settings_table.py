@@ -223,6 +223,27 @@ BAD_FLAGS = {
     "rollback-module": {"--root": "{file}", "--workdir": "{file}"},
     "demo": {"--workdir": "{file}"},
 }
+# The SSH flags of every task that acts on a system (and of build, for its build host).
+BAD_SSH_FLAGS = {
+    "--host": "root@web1:99999",
+    "--ssh-key": "id_rsa\u0007",
+    "--ssh-port": "22x",
+    "--ssh-user": "root;id",
+    "--known-hosts": "",
+}
+SSH_TASKS = (
+    "build",
+    "install-kernel",
+    "grub",
+    "rollback",
+    "verify",
+    "serve",
+    "build-module",
+    "install-module",
+    "rollback-module",
+)
+for _task in SSH_TASKS:
+    BAD_FLAGS[_task].update(BAD_SSH_FLAGS)
 FLAG_CASES = [(task, flag) for task, flags in BAD_FLAGS.items() for flag in flags]
 
 

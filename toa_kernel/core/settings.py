@@ -36,7 +36,16 @@ INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
 KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.,:/@+-]+(=[A-Za-z0-9_.,:/@+=-]*)?$")
 ENV_PREFIX = "INVOKE_TOA_"
 # Flags whose name is not the setting's name with dashes.
-FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout", "trial_panic": "--panic-seconds"}
+FLAG_NAMES = {
+    "mirrors": "--mirror",
+    "lab_timeout": "--timeout",
+    "trial_panic": "--panic-seconds",
+    "ssh_sudo": "--sudo",
+    "ssh_known_hosts": "--known-hosts",
+    "ssh_accept_new_host_key": "--accept-new-host-key",
+    "ssh_legacy": "--legacy-ssh",
+    "build_host": "--host",
+}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 MAX_BRANCH = 100
@@ -112,12 +121,26 @@ class Settings:
                 if key not in names:
                     raise TypeError(f"unknown setting {key!r}")
                 values[key], origins[key] = value, "flag"
-        return cls(**coerce(values, origins))
+        return cls(**coerce(values, origins)).checked_together(origins)
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (None means unchanged), checked like flags."""
         changed = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **coerce(changed, dict.fromkeys(changed, "flag")))
+        updated = replace(self, **coerce(changed, dict.fromkeys(changed, "flag")))
+        return updated.checked_together(dict.fromkeys(changed, "flag"))
+
+    def checked_together(self, origins: Mapping[str, str]) -> Settings:
+        """Checks that need two settings: ``root`` is a directory here only without ``host``
+        (with one, it is a path on that server, checked when the connection opens)."""
+        name = setting_name("root", origins.get("root", "config"))
+        if self.host:
+            if not self.root.is_absolute():
+                raise SettingError(
+                    name, self.root, "is not an absolute path", "give the root's path on the server, e.g. /"
+                )
+            return self
+        root_value(self.root, name)
+        return self
 
     @property
     def effective_jobs(self) -> int:
@@ -527,7 +550,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "sha256": sha256_value,
     "mirrors": mirrors_value,
     "workdir": directory_to_create,
-    "root": root_value,
+    "root": path_value,  # a directory here, or with ``host`` on that server (checked_together)
     "extraversion": extraversion_value,
     "option_code": whole(
         1, 255, "use the TCP option kind your balancer sends, 1..255 (254 for Huawei Cloud ELB)"

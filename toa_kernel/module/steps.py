@@ -52,6 +52,9 @@ from toa_kernel.module.install import (
 from toa_kernel.module.rollback import rollback_module as undo_install
 from toa_kernel.source import archive
 from toa_kernel.source.download import Downloader, file_name_of, sha256_of
+from toa_kernel.system.api import System
+from toa_kernel.system.local import LocalSystem
+from toa_kernel.system.opener import open_system
 from toa_kernel.system.rootfs import Root
 
 NAT64_BRANCH = "IPv6"
@@ -101,12 +104,12 @@ def branch_file_part(branch: str) -> str:
     return quote(branch, safe="")
 
 
-def release_for_build(root: Root, release: str | None) -> str:
-    """``--release``, else the root's running kernel."""
-    chosen = release or running_release(root)
+def release_for_build(system: System, release: str | None) -> str:
+    """``--release``, else the system's running kernel."""
+    chosen = release or running_release(system)
     if not chosen:
         raise UserError(
-            f"cannot tell which kernel to build for: {root.base} has no /proc/sys/kernel/osrelease",
+            f"cannot tell which kernel to build for: {system.label} has no /proc/sys/kernel/osrelease",
             "pass --release R (the 'uname -r' of the target kernel)",
         )
     check_release_name(chosen)
@@ -139,35 +142,45 @@ def prerequisite_packages(facts: KbuildFacts) -> list[str]:
     return packages
 
 
-def install_prerequisites(root: Root, facts: KbuildFacts, console: Console, dry_run: bool) -> bool:
-    """Run the package manager for what is missing; True when it ran (or would)."""
+def install_prerequisites(system: System, facts: KbuildFacts, console: Console, dry_run: bool) -> bool:
+    """Run the system's package manager for what is missing; True when it ran (or would)."""
     packages = prerequisite_packages(facts)
     if not packages:
         return False
-    if not root.is_live:
+    if not system.is_live:
         raise UserError(
-            "--install-deps runs this machine's package manager, so it works only with --root /",
-            f"install {', '.join(packages)} into {root.base} yourself (chroot), then build again",
+            "--install-deps runs the system's package manager, so it works only with --root /",
+            f"install {', '.join(packages)} into {system.root} yourself (chroot), then build again",
         )
     command = install_command(facts.distro, packages)
     if command is None:
         check_prereqs(facts)  # raises with the distribution's own advice
         return False
     plan = Plan("build-module")
-    plan.add(Change(f"install {', '.join(packages)}", lambda: run_package_manager(command), command=command))
+    plan.add(
+        Change(
+            f"install {', '.join(packages)}", lambda: run_package_manager(system, command), command=command
+        )
+    )
     plan.apply(dry_run, echo=console.say)
     return True
 
 
-def run_package_manager(command: list[str]) -> None:
-    try:
-        code = subprocess.run(command, check=False).returncode
-    except FileNotFoundError as exc:
-        raise EnvironmentFailure(f"{command[0]} is not on PATH", "install the packages by hand") from exc
+def run_package_manager(system: System, command: list[str]) -> None:
+    if isinstance(system, LocalSystem):  # its output belongs on the operator's screen
+        try:
+            code = subprocess.run(command, check=False).returncode
+        except FileNotFoundError as exc:
+            raise EnvironmentFailure(f"{command[0]} is not on PATH", "install the packages by hand") from exc
+        output = ""
+    else:
+        result = system.run(command, timeout=3600)
+        code, output = result.returncode, (result.err or result.out).strip()[-2000:]
     if code != 0:
         raise EnvironmentFailure(
-            f"'{shlex.join(command)}' failed (exit {code})",
-            "read its output above; fix the package repositories and run again",
+            f"'{shlex.join(command)}' failed on {system.label} (exit {code})"
+            + (f": {output}" if output else ""),
+            "read its output; fix the package repositories and run again",
         )
 
 
@@ -270,10 +283,11 @@ def build_module(
     if request.sha256:
         sha256_value(request.sha256, "--sha256")
     root = Root.of(settings.root)
-    distro = detect_distro(root)
-    release = release_for_build(root, release)
+    system = LocalSystem(root)
+    distro = detect_distro(system)
+    release = release_for_build(system, release)
     facts = gather_kbuild_facts(root, release, distro)
-    installs = install_deps and install_prerequisites(root, facts, console, dry_run)
+    installs = install_deps and install_prerequisites(system, facts, console, dry_run)
     if installs and not dry_run:
         facts = gather_kbuild_facts(root, release, distro)
     if not (installs and dry_run):
@@ -383,7 +397,7 @@ def save_build(workdir: Workdir, record: dict[str, Any]) -> None:
 # --- install and rollback -----------------------------------------------------------
 
 
-def release_for_install(root: Root, workdir: Workdir, release: str | None, ko: Path | None) -> str:
+def release_for_install(system: System, workdir: Workdir, release: str | None, ko: Path | None) -> str:
     """``--release``; else the running kernel when it has a build; else the only build."""
     if release:
         return release
@@ -392,7 +406,7 @@ def release_for_install(root: Root, workdir: Workdir, release: str | None, ko: P
         if found:
             return found
     recorded = builds(workdir)
-    running = running_release(root)
+    running = running_release(system)
     if running and (running in recorded or not recorded):
         return running
     if len(recorded) == 1:
@@ -427,18 +441,33 @@ def install_module(
     ko: Path | None = None,
     startup: str = "auto",
     dry_run: bool = False,
+    system: System | None = None,
 ) -> dict[str, Any]:
-    """Install the built module under ``settings.root``; return what was done."""
+    """Install the built module on the system (``--root``, ``--host``); return what was done."""
     if startup not in STYLE_NAMES:
         raise UserError(
             f"--startup {startup!r} is not a known startup style", f"use one of: {', '.join(STYLE_NAMES)}"
         )
-    root = Root.of(settings.root)
+    if system is None:
+        with open_system(settings) as opened:
+            return install_on(opened, settings, console, release, ko, startup, dry_run)
+    return install_on(system, settings, console, release, ko, startup, dry_run)
+
+
+def install_on(
+    system: System,
+    settings: Settings,
+    console: Console,
+    release: str | None,
+    ko: Path | None,
+    startup: str,
+    dry_run: bool,
+) -> dict[str, Any]:
     workdir = Workdir(settings.workdir)
-    distro = detect_distro(root)
-    release = release_for_install(root, workdir, release, ko)
+    distro = detect_distro(system)
+    release = release_for_install(system, workdir, release, ko)
     check_release_name(release)
-    facts = gather_install_facts(root, release, module_file(workdir, release, ko), distro)
+    facts = gather_install_facts(system, release, module_file(workdir, release, ko), distro)
     if startup != "auto":
         facts.style = startup
         facts.boot = boot_files(facts.name, startup)
@@ -447,8 +476,8 @@ def install_module(
     warning = stale_load_warning(facts)
     if warning:
         console.warn(warning)
-    recorder = Recorder(workdir, root)
-    recorder.load()  # refuses a work directory that records an install under another root
+    recorder = Recorder(workdir, system)
+    recorder.load()  # refuses a work directory that records an install on another system
     plan = plan_install(facts, recorder)
     if not dry_run:
         workdir.ensure()
@@ -458,7 +487,8 @@ def install_module(
         "release": release,
         "module": facts.name,
         "vermagic": facts.module.vermagic.strip(),
-        "root": str(root.base),
+        "root": system.root,
+        "host": system.host,
         "distribution": distro.label,
         "startup": facts.style,
         "boot_files": [f.path for f in facts.boot],
@@ -476,7 +506,11 @@ def boot_advice(distro: Distro, name: str) -> str:
     )
 
 
-def rollback_module(settings: Settings, console: Console, *, dry_run: bool = False) -> list[str]:
-    """Remove what install-module added under ``settings.root``."""
-    root = Root.of(settings.root)
-    return undo_install(root, Recorder(Workdir(settings.workdir), root), console, dry_run)
+def rollback_module(
+    settings: Settings, console: Console, *, dry_run: bool = False, system: System | None = None
+) -> list[str]:
+    """Remove what install-module added on the system (``--root``, ``--host``)."""
+    if system is None:
+        with open_system(settings) as opened:
+            return undo_install(opened, Recorder(Workdir(settings.workdir), opened), console, dry_run)
+    return undo_install(system, Recorder(Workdir(settings.workdir), system), console, dry_run)

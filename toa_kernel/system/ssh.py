@@ -45,7 +45,15 @@ from toa_kernel.core.errors import EnvironmentFailure, LockHeld, UserError
 from toa_kernel.core.fileops import BACKUP_TAG, timestamp
 from toa_kernel.core.sshtarget import SshTarget
 from toa_kernel.system import sshscripts as sh
-from toa_kernel.system.api import FileStat, Progress, RunResult, System, WriteResult, check_system_path
+from toa_kernel.system.api import (
+    FileStat,
+    NotRegularFile,
+    Progress,
+    RunResult,
+    System,
+    WriteResult,
+    check_system_path,
+)
 from toa_kernel.system.inroot import resolve_inside
 from toa_kernel.system.sshconnect import ConnectionLost, SshOptions, open_connection
 
@@ -102,6 +110,9 @@ class SshSystem(System):
             raise UserError(f"remote root {root_text!r} must be an absolute path", "pass --root /PATH")
         self.root = str(PurePosixPath(root_text))
         self.label = f"ssh://{target}:{self.root}"
+        # Resolved paths, valid until something may change a link (see ``links_changed``).
+        self.resolved: dict[str, str] = {}
+        self.host = str(target)
 
     @classmethod
     def connect(cls, target: SshTarget, options: SshOptions, root: str = "/") -> SshSystem:
@@ -261,7 +272,15 @@ class SshSystem(System):
         return path if self.root == "/" else self.root + (path if path != "/" else "")
 
     def resolve(self, system_path: str) -> str:
-        return resolve_inside(check_system_path(system_path), self.find_link)
+        path = check_system_path(system_path)
+        if path not in self.resolved:
+            self.resolved[path] = resolve_inside(path, self.find_link)
+        return self.resolved[path]
+
+    def links_changed(self) -> None:
+        """Forget resolved paths: a link was made or removed, or a command ran that may have.
+        (Writing a file never changes how a path resolves: it replaces the link's target.)"""
+        self.resolved.clear()
 
     def find_link(self, candidates: list[str]) -> Optional[tuple[int, str]]:
         result = self.script(sh.FIND_LINK, *(self.host_path(c) for c in candidates)).check(self.label)
@@ -294,6 +313,17 @@ class SshSystem(System):
         raise_file_error(result, system_path, self.label)
         return result.check(self.label).stdout
 
+    def read_tail(self, system_path: str, size: int) -> bytes:
+        result = self.script(sh.TAIL, self.real(system_path), str(max(0, int(size))))
+        raise_file_error(result, system_path, self.label)
+        return result.check(self.label).stdout
+
+    def sha256(self, system_path: str) -> str | None:
+        result = self.script(sh.SHA256, self.real(system_path))
+        if result.returncode == sh.MISSING:
+            return None
+        return result.check(self.label).out.split()[0]
+
     def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
         path = self.real(system_path) if follow_symlinks else self.entry(system_path)
         result = self.script(sh.STAT, path)
@@ -312,6 +342,34 @@ class SshSystem(System):
         if result.returncode == sh.NOT_LINK:
             return None
         return decode_path(result.check(self.label).stdout.removesuffix(b"\n"))
+
+    def find(self, system_dir: str, name: str) -> list[str]:
+        result = self.script(sh.FIND, self.real(system_dir), name).check(self.label)
+        return sorted(self.system_path(decode_path(p)) for p in result.stdout.split(b"\0") if p)
+
+    def host_realpath(self, system_path: str) -> str:
+        result = self.script(sh.HOST_REALPATH, self.host_path(system_path)).check(self.label)
+        return decode_path(result.stdout.removesuffix(b"\n"))
+
+    def writable(self, system_path: str) -> bool:
+        result = self.script(sh.WRITABLE, self.real(system_path))
+        if result.returncode == sh.NOT_WRITABLE:
+            return False
+        result.check(self.label)
+        return True
+
+    def which(self, program: str) -> str | None:
+        result = self.script(sh.WHICH, program, *sh.SBIN_DIRS)
+        if result.returncode == sh.NOT_FOUND:
+            return None
+        return decode_path(result.check(self.label).stdout.removesuffix(b"\n"))
+
+    def effective_uid(self) -> int:
+        result = self.exec(["id", "-u"]).check(self.label)
+        try:
+            return int(result.out.strip())
+        except ValueError as exc:
+            raise EnvironmentFailure(f"cannot read id -u's answer on {self.label}: {result.out!r}") from exc
 
     def free_bytes(self, system_path: str) -> int:
         result = self.script(sh.FREE, self.real(system_path))
@@ -380,7 +438,34 @@ class SshSystem(System):
         saved = result.stdout.decode(errors="surrogateescape")
         return WriteResult(self.system_path(target), self.system_path(saved) if saved else None)
 
+    def backup(self, system_path: str, hidden: bool = False) -> str:
+        source = self.real(system_path)
+        directory, name = source.rsplit("/", 1)
+        prefix = "." if hidden else ""
+        result = self.script(sh.BACKUP, source, f"{directory}/{prefix}{name}{BACKUP_TAG}{timestamp()}")
+        raise_file_error(result, system_path, self.label)
+        if not result.ok:
+            raise write_error(result, system_path + BACKUP_TAG + "*", self.label)
+        return self.system_path(result.stdout.decode(errors="surrogateescape"))
+
+    def set_mode(self, system_path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        owner = ("" if uid is None else str(uid), "" if gid is None else str(gid))
+        result = self.script(sh.SET_MODE, self.real(system_path), format(mode, "o"), *owner)
+        raise_file_error(result, system_path, self.label)
+        if not result.ok:
+            raise write_error(result, system_path, self.label)
+
+    def symlink(self, target: str, system_path: str) -> None:
+        self.links_changed()
+        result = self.script(sh.SYMLINK, target, self.entry(system_path))
+        if result.returncode == sh.NOT_DIR:
+            parent = str(PurePosixPath(check_system_path(system_path)).parent)
+            raise UserError(f"directory {parent} does not exist on {self.label}", f"create {parent} first")
+        if not result.ok:
+            raise write_error(result, system_path, self.label)
+
     def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+        self.links_changed()
         source = Path(local_dir)
         if not source.is_dir():
             raise UserError(f"{source} is not a directory")
@@ -393,6 +478,7 @@ class SshSystem(System):
         result.check(self.label)
 
     def remove(self, system_path: str, recursive: bool = False) -> bool:
+        self.links_changed()
         result = self.script(sh.REMOVE, self.entry(system_path), "r" if recursive else "")
         if result.returncode == sh.MISSING:
             return False
@@ -421,7 +507,11 @@ class SshSystem(System):
                 writer.write(input)
 
         started = time.monotonic()
-        result = self.exec(argv, feed=feed, timeout=timeout, env=env, cwd=cwd)
+        self.links_changed()  # whatever the command does to links, it is done after this
+        try:
+            result = self.exec(argv, feed=feed, timeout=timeout, env=env, cwd=cwd)
+        finally:
+            self.links_changed()
         if timeout is not None and result.returncode == 124 and time.monotonic() - started >= timeout:
             raise EnvironmentFailure(
                 f"{shlex.join(argv)[:200]} timed out after {timeout:g} s on {self.label}"
@@ -484,9 +574,9 @@ def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def parse_stat(result: RunResult) -> FileStat:
-    """``stat -c '%f %u %g %s'``: raw mode in hex, owner, group, size."""
-    mode, uid, gid, size = result.out.split()
-    return FileStat.from_mode(int(mode, 16), int(uid), int(gid), int(size))
+    """``stat -c '%f %u %g %s %d'``: raw mode in hex, owner, group, size, device."""
+    mode, uid, gid, size, device = result.out.split()
+    return FileStat.from_mode(int(mode, 16), int(uid), int(gid), int(size), int(device))
 
 
 def decode_path(data: bytes) -> str:
@@ -495,6 +585,8 @@ def decode_path(data: bytes) -> str:
 
 def raise_file_error(result: RunResult, system_path: str, label: str) -> None:
     """The snippets' answers for a missing path, a directory, no permission, as OSErrors."""
+    if result.returncode == sh.NOT_REGULAR:
+        raise NotRegularFile(f"{system_path} on {label} is not a regular file (a FIFO, a device or a socket)")
     kinds = {
         sh.MISSING: FileNotFoundError,
         sh.IS_DIR: IsADirectoryError,
