@@ -204,6 +204,12 @@ BUILD_STEPS_HELP = "preflight, patch, configure, release, compile, artifacts"
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "compile on this BUILD HOST over SSH, [USER@]HOST[:PORT] (default: toa.build_host; empty: "
+        "here): the tree is prepared here, shipped (only what changed on a re-run), compiled with the build "
+        "host's own make and gcc, the log streamed back, the artifacts fetched into the build record",
+        "root": "with --host: root prefix on the build host; the tree is compiled in "
+        "ROOT/var/tmp/toa-kernel-build/ (default /)",
     }
 )
 @reports_errors
@@ -221,6 +227,15 @@ def build(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    host: str | None = None,
+    ssh_key: str | None = None,
+    ssh_port: str | None = None,
+    ssh_user: str | None = None,
+    sudo: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host_key: bool = False,
+    legacy_ssh: bool = False,
+    root: str | None = None,
 ) -> None:
     """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
     from toa_kernel.core.errors import ToaError
@@ -234,6 +249,13 @@ def build(
         option_code=option_code,
         extraversion=extraversion,
         min_free_gib=min_free_gib,
+        root=root,
+        **{
+            **ssh_values(
+                None, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh
+            ),
+            "build_host": host,
+        },
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -539,6 +561,10 @@ def commit_trial(
         "root": ROOT_HELP + "; toa_stats is read from its /proc",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "serve ON this server over SSH ([USER@]HOST[:PORT]): a small POSIX-sh script runs the "
+        "server's own busybox httpd there (yum install busybox; no Python), and the client addresses "
+        "its accept() returned are shown here",
     }
 )
 @reports_errors
@@ -551,14 +577,28 @@ def serve(
     root: str | None = None,
     json: bool = False,
     quiet: bool = False,
+    host: str | None = None,
+    ssh_key: str | None = None,
+    ssh_port: str | None = None,
+    ssh_user: str | None = None,
+    sudo: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host_key: bool = False,
+    legacy_ssh: bool = False,
 ) -> None:
     """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
+    from toa_kernel.verify.remoteserve import serve_remote
+
     from toa_kernel.verify import serve as serving
 
-    s = settings(c, root=root)
+    s = settings(
+        c,
+        root=root,
+        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+    )
     out = console(quiet, json)
     with system_of(s) as system:
-        report = serving.serve(
+        report = (serve_remote if system.host else serving.serve)(
             system,
             out,
             bind=bind,
@@ -695,13 +735,17 @@ RELEASE_HELP = "kernel release to build/install for, as 'uname -r' prints it (de
         "sha256": "expected sha256 of the module tarball; a mismatch stops the build",
         "nat64": "build the IPv6/NAT64 variant (branch IPv6)",
         "branch": "branch of the module repository (default: toa.module_branch, 'master')",
-        "install_deps": "install missing gcc, make and kernel development files with the package manager",
+        "install_deps": "install missing gcc, make and kernel development files with the package manager "
+        "(of the --host server, when one is given)",
         "force": "download and build again even when an up-to-date build exists",
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "build ON this server over SSH ([USER@]HOST[:PORT]): against its kernel headers, with its "
+        "gcc; the .ko comes back into the work directory for install-module",
     }
 )
 @reports_errors
@@ -721,12 +765,21 @@ def build_module(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    host: str | None = None,
+    ssh_key: str | None = None,
+    ssh_port: str | None = None,
+    ssh_user: str | None = None,
+    sudo: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host_key: bool = False,
+    legacy_ssh: bool = False,
 ) -> None:
     """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
     from toa_kernel.module.steps import SourceRequest
     from toa_kernel.module.steps import build_module as run_build
 
-    s = settings(c, workdir=workdir, root=root)
+    ssh = ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh)
+    s = settings(c, workdir=workdir, root=root, **ssh)
     out = console(quiet, json)
     request = SourceRequest(
         src=input_path(src, "--src", "directory"),
@@ -739,7 +792,7 @@ def build_module(
     dry = is_dry(c, dry_run)
     options = {"release": release_flag(release), "install_deps": install_deps, "force": force}
     with system_of(s) as system, locked_unless_dry(s, dry, out, system if install_deps else None):
-        result = run_build(s, request, out, dry_run=dry, **options)
+        result = run_build(s, request, out, dry_run=dry, system=system, **options)
     if json:
         out.emit_json(result)
         return

@@ -55,6 +55,19 @@ class Node:
             ]  # fmt: skip
         return flags
 
+    def ssh_settings(self) -> dict[str, object]:
+        """The settings that reach the server (``host``, ``ssh_key``, ``ssh_known_hosts``)."""
+        assert self.server is not None
+        if not self.known_hosts.exists():
+            self.server.trust(self.known_hosts)
+        target = self.server.target()
+        return {
+            "host": f"{target.user}@{target.host}:{target.port}",
+            "ssh_key": str(self.server.client_key),
+            "ssh_known_hosts": self.known_hosts,
+            "ssh_legacy": self.server.profile == "legacy",
+        }
+
     def close(self) -> None:
         for system in self.opened:
             system.close()

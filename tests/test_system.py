@@ -444,3 +444,46 @@ def test_which_uid_writable_and_host_realpath(system, base: Path, tmp_path: Path
     assert system.host_realpath("/var/ext") == str(outside)
     assert system.host_realpath("/boot") == str(base / "boot")
     assert system.stat("/boot").device == os.stat(base / "boot").st_dev
+
+
+def test_stream_hands_over_each_line_as_it_comes(system, base: Path):
+    seen: list[tuple[float, str]] = []
+    started = time.monotonic()
+    script = 'echo one; echo two >&2; sleep 1; printf "three\\nlast without newline"; exit 4'
+    status = system.stream(["sh", "-c", script], lambda line: seen.append((time.monotonic() - started, line)))
+    assert status == 4
+    assert [line for _, line in seen] == ["one", "two", "three", "last without newline"]
+    assert seen[0][0] < 0.9 <= seen[2][0]  # the first lines came before the command ended
+    assert system.stream(["pwd"], seen.append, cwd=system.host_path("/boot")) == 0
+    assert seen[-1] == str(base / "boot")
+    assert system.stream(["toa-no-such-tool"], lambda line: None) == 127
+
+
+def test_put_tree_names_and_get_tree(system, base: Path, tmp_path: Path):
+    tree = tmp_path / "tree"
+    (tree / "a/b").mkdir(parents=True)
+    (tree / "a/b/new.c").write_text("int x;\n")
+    (tree / "a/old.c").write_text("old\n")
+    (tree / "top").write_bytes(os.urandom(70_000))
+    system.put_tree(tree, "/var/build", names=["a/b/new.c", "top"])
+    shipped = base / "var/build"
+    assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == [
+        "a/b/new.c",
+        "top",
+    ]
+    assert (shipped / "top").read_bytes() == (tree / "top").read_bytes()
+    (shipped / "link").symlink_to("/etc/passwd")
+    (shipped / "run.sh").write_text("#!/bin/sh\n")
+    (shipped / "run.sh").chmod(0o755)
+    back = tmp_path / "back"
+    system.get_tree("/var/build", back)
+    assert (back / "a/b/new.c").read_text() == "int x;\n" and (back / "top").read_bytes() == (
+        tree / "top"
+    ).read_bytes()
+    assert not (back / "link").exists() and not (back / "link").is_symlink()
+    assert (back / "run.sh").stat().st_mode & 0o111
+    only = tmp_path / "only"
+    system.get_tree("/var/build", only, names=["top"])
+    assert [p.name for p in only.iterdir()] == ["top"]
+    with pytest.raises(FileNotFoundError):
+        system.get_tree("/var/nothing", tmp_path / "x")

@@ -250,7 +250,8 @@ def kernel_problems(
     """Checks that matter only when kernel files must be installed."""
     if not kernel_plan:
         return []
-    problems = preflight.tools(["make"]) + preflight.system_tools(system, ["depmod"])
+    local_make = ["make"] if artifacts.modules_tree is None else []
+    problems = preflight.tools(local_make) + preflight.system_tools(system, ["depmod"])
     if root_installkernel(system) is None and request.initramfs:
         problems.append(
             UserError(

@@ -217,13 +217,17 @@ def stage_boot_files(files: KernelFiles, artifacts: BuildArtifacts, image: bool 
 
 
 def install_modules(files: KernelFiles, artifacts: BuildArtifacts, stage: Path, log: CommandLog) -> None:
-    """make modules_install into ``stage``, ship ``lib/modules/R`` to the system, depmod there."""
+    """make modules_install into ``stage`` (or, for a tree compiled on a build host, the
+    modules it installed there), ship ``lib/modules/R`` to the system, depmod there."""
     try:
         remove_tree(stage)
     except OSError as exc:
         raise disk_error(exc, stage) from exc
-    log.run(modules_install_command(artifacts, stage), cwd=artifacts.tree)
-    built = stage / "lib" / "modules" / files.release
+    if artifacts.modules_tree is not None:
+        built = artifacts.modules_tree
+    else:
+        log.run(modules_install_command(artifacts, stage), cwd=artifacts.tree)
+        built = stage / "lib" / "modules" / files.release
     if not built.is_dir():
         raise EnvironmentFailure(
             f"make modules_install left no lib/modules/{files.release} in {stage}",
@@ -287,12 +291,15 @@ def plan_kernel_files(
     plan = Plan("kernel files")
     release = artifacts.release
     if not files.modules_ready(artifacts):
+        made = (
+            f"modules_install into {stage}" if artifacts.modules_tree is None else "built on the build host"
+        )
         plan.add(
             Change(
                 summary=f"install the modules into {MODULES_DIR}/{release} on {files.system.label} "
-                f"(modules_install into {stage}, shipped, then depmod there)",
+                f"({made}, shipped, then depmod there)",
                 action=functools.partial(install_modules, files, artifacts, stage, log),
-                command=modules_install_command(artifacts, stage),
+                command=modules_install_command(artifacts, stage) if artifacts.modules_tree is None else None,
             )
         )
     if not files.boot_ready(artifacts, initramfs):

@@ -70,14 +70,17 @@ class BuildArtifacts:
     bzimage: Path
     system_map: Path
     toa_ko: Path
+    # build --host: lib/modules/R as modules_install made it on the build host, fetched back
+    modules_tree: Path | None = None
 
     @property
     def config(self) -> Path:
         return self.tree / ".config"
 
     def modules(self) -> list[Path]:
-        """Every module the tree built (``make modules_install`` installs them all)."""
-        return [path for path in self.tree.rglob("*.ko") if path.is_file()]
+        """Every module the build made (``make modules_install`` installs them all)."""
+        where = self.modules_tree or self.tree
+        return [path for path in where.rglob("*.ko") if path.is_file()]
 
 
 def artifact_path(workdir: Workdir, value: Any) -> Path:
@@ -111,6 +114,7 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
             bzimage=artifact_path(workdir, build["bzimage"]),
             system_map=artifact_path(workdir, build["system_map"]),
             toa_ko=artifact_path(workdir, build["toa_ko"]),
+            modules_tree=artifact_path(workdir, build["modules_tree"]) if build.get("modules_tree") else None,
         )
     except KeyError as exc:
         raise UserError(
@@ -118,8 +122,14 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
         ) from None
     missing = [
         str(path)
-        for path in (artifacts.tree, artifacts.bzimage, artifacts.system_map, artifacts.toa_ko)
-        if not path.exists()
+        for path in (
+            artifacts.tree,
+            artifacts.bzimage,
+            artifacts.system_map,
+            artifacts.toa_ko,
+            artifacts.modules_tree,
+        )
+        if path is not None and not path.exists()
     ]
     if missing:
         raise UserError(

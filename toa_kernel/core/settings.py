@@ -98,6 +98,8 @@ class Settings:
     ssh_accept_new_host_key: bool = False
     ssh_connect_timeout: float = 10.0
     ssh_legacy: bool = False
+    # invoke build --host: the machine that compiles the prepared tree, over SSH (empty: here).
+    build_host: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -133,7 +135,7 @@ class Settings:
         """Checks that need two settings: ``root`` is a directory here only without ``host``
         (with one, it is a path on that server, checked when the connection opens)."""
         name = setting_name("root", origins.get("root", "config"))
-        if self.host:
+        if self.host or self.build_host:
             if not self.root.is_absolute():
                 raise SettingError(
                     name, self.root, "is not an absolute path", "give the root's path on the server, e.g. /"
@@ -574,6 +576,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "module_url": module_url_value,
     "module_branch": check_branch,
     "host": host_value,
+    "build_host": host_value,
     "ssh_user": ssh_user_value,
     "ssh_port": ssh_port_value,
     "ssh_key": lambda value, name: text_value(value, name, "give the path of a private key file"),

@@ -27,6 +27,7 @@ from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.kernel import kbuild, metadata
 from toa_kernel.kernel import tree as kernel_tree
 from toa_kernel.kernel.patching import PatchOutcome, find_patches, plan_patches
+from toa_kernel.kernel.remote import RemoteBuild, build_host
 from toa_kernel.source.download import sha256_of
 
 STEPS = ("preflight", "patch", "configure", "release", "compile", "artifacts", "record")
@@ -84,6 +85,7 @@ class BuildContext:
     tree_changed: bool = False
     patched: bool = False
     started_at: str = field(default_factory=now_iso)
+    remote: RemoteBuild | None = None  # build --host: compiled on that build host
 
     @property
     def directory(self) -> Path:
@@ -196,6 +198,12 @@ def run_build(
         only=only,
     )
     reports: list[StepReport] = []
+    with build_host(settings, workdir, located, dry_run) as ctx.remote:
+        return run_steps(ctx, steps, reports)
+
+
+def run_steps(ctx: BuildContext, steps: list[str], reports: list[StepReport]) -> BuildResult:
+    console = ctx.console
     try:
         for name in steps:
             if name != "record":
@@ -561,18 +569,22 @@ def compile_(ctx: BuildContext, report: StepReport) -> None:
     """make -j N with a progress bar; a one-line summary."""
     jobs = ctx.settings.effective_jobs
     argv = ["make", *kbuild.compile_args(jobs, ctx.ccache)]
+    where = f"{ctx.settings.build_host}:{ctx.remote.host_directory}" if ctx.remote else str(ctx.tree)
     if ctx.dry_run:
-        ctx.say(f"compile: would run $ cd {ctx.tree} && {' '.join(argv)}  (log: {ctx.log})")
+        shipped = f"ship the tree to {ctx.settings.build_host}, " if ctx.settings.build_host else ""
+        ctx.say(f"compile: would {shipped}run $ cd {where} && {' '.join(argv)}  (log: {ctx.log})")
         report.changes.append(" ".join(argv))
         return
     ctx.tree_changed = True  # make writes into the tree, even when it fails
     previous = ctx.workdir.section("build")
     expected = previous.get("compile_steps") if previous.get("tree") == str(ctx.tree) else None
-    run = ctx.ran(
-        kbuild.compile_tree(
-            ctx.tree, ctx.log, jobs=jobs, ccache=ctx.ccache, console=ctx.console, expected_steps=expected
-        )
-    )
+    options: dict[str, Any] = {"ccache": ctx.ccache, "console": ctx.console, "expected_steps": expected}
+    if ctx.remote is not None:
+        run = ctx.remote.compile(ctx.log, jobs=ctx.settings.jobs, **options)
+        jobs = ctx.remote.jobs or jobs
+        ctx.commands.append(f"ssh {ctx.remote.system.host} 'cd {ctx.remote.host_directory} && {run.command}'")
+    else:
+        run = ctx.ran(kbuild.compile_tree(ctx.tree, ctx.log, jobs=jobs, **options))
     ctx.compile_seconds = run.seconds
     if run.steps:
         ctx.compile_steps = run.steps
@@ -599,12 +611,16 @@ def artifacts(ctx: BuildContext, report: StepReport) -> None:
         return
     if ctx.release is None:
         ctx.release = kbuild.kernelrelease(ctx.tree, ctx.log, regenerate=False)
-    bzimage = ctx.tree / BZIMAGE
-    module = ctx.tree / TOA_MODULE_OBJECT
+    bzimage, module, system_map = ctx.tree / BZIMAGE, ctx.tree / TOA_MODULE_OBJECT, ctx.tree / "System.map"
+    if ctx.remote is not None:
+        fetched = ctx.remote.fetch(ctx.release, ctx.directory / "remote", ctx.log)
+        bzimage, module, system_map = fetched["bzimage"], fetched["toa_ko"], fetched["system_map"]
+        ctx.artifacts["modules_tree"] = str(fetched["modules_tree"])
     description = kbuild.check_bzimage(bzimage, ctx.release)
     info = kbuild.check_module(module, ctx.release)
-    system_map = kbuild.check_system_map(ctx.tree / "System.map")
+    system_map = kbuild.check_system_map(system_map)
     ctx.artifacts = {
+        **ctx.artifacts,
         "bzimage": str(bzimage),
         "bzimage_type": description,
         "toa_ko": str(module),
@@ -660,7 +676,8 @@ def metadata_document(
         "ccache": ctx.ccache,
         "compile": {"steps": ctx.compile_steps, "seconds": ctx.compile_seconds},
         "steps": [r.as_dict() for r in reports],
-        "tools": kbuild.tool_versions(),
+        "tools": ctx.remote.tool_versions() if ctx.remote else kbuild.tool_versions(),
+        "build_host": ctx.remote.describe() if ctx.remote else None,
         "commands": ctx.commands,
         "reproduce": metadata.reproduce_command(ctx.settings, ctx.tree_arg, ctx.until, ctx.only),
         "artifacts": ctx.artifacts,
@@ -679,6 +696,8 @@ def manifest_section(ctx: BuildContext, status: str, metadata_path: Path) -> dic
         "bzimage": ctx.artifacts.get("bzimage"),
         "toa_ko": ctx.artifacts.get("toa_ko"),
         "system_map": ctx.artifacts.get("system_map"),
+        "modules_tree": ctx.artifacts.get("modules_tree"),
+        "build_host": ctx.remote.system.host if ctx.remote else None,
         "metadata": str(metadata_path),
         "option_code": ctx.settings.option_code,
         "compile_steps": ctx.compile_steps,

@@ -262,12 +262,25 @@ class System(ABC):
         """Make ``system_path`` a symlink whose text is ``target``, replacing a file or link there."""
 
     @abstractmethod
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
-        """Copy the contents of a local directory into ``system_dir`` (created; files replaced).
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """Copy the contents of a local directory into ``system_dir`` (created; files replaced);
+        with ``names``, only those paths (relative, files or links) of it.
 
         Not atomic as a whole: ship into a fresh directory and rename it when
         readers must never see half a tree.
         """
+
+    @abstractmethod
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        """Copy a directory of the system (or, with ``names``, those files of it) into a local
+        directory (created). Only regular files and directories come over (links and devices
+        are left out); a name that would leave ``local_dir`` is refused."""
 
     @abstractmethod
     def remove(self, system_path: str, recursive: bool = False) -> bool:
@@ -293,6 +306,19 @@ class System(ABC):
         A command still running after ``timeout`` seconds is killed and raises
         ``EnvironmentFailure``.
         """
+
+    @abstractmethod
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Run a command, handing each line of its output (stdout and stderr together, newline
+        stripped) to ``on_line`` as it comes; return the exit status. For a long ``make``.
+        An exception from ``on_line`` (Ctrl-C) stops the command."""
 
     @abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[object]:

@@ -12,10 +12,13 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import stat as statmod
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Callable
 
 from toa_kernel.core.errors import EnvironmentFailure, UserError
 from toa_kernel.core.fileops import atomic_write, backup_file, disk_error, file_kind, read_upto, remove_tree
@@ -179,15 +182,22 @@ class LocalSystem(System):
                 temporary.unlink()
             raise disk_error(exc, link) from exc
 
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.makedirs(system_dir)
-        target = self.real(system_dir)
-        try:
-            shutil.copytree(local_dir, target, symlinks=True, dirs_exist_ok=True)
-        except (OSError, shutil.Error) as exc:
-            raise EnvironmentFailure(f"cannot copy {local_dir} to {self.label} {system_dir}: {exc}") from exc
-        if progress:
-            progress(sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file()))
+        copy_tree(Path(local_dir), self.real(system_dir), names, f"{self.label} {system_dir}", progress)
+
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        source = self.real(system_dir)
+        if not source.is_dir():
+            raise FileNotFoundError(2, "No such directory", f"{self.label} {system_dir}")
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        copy_tree(source, Path(local_dir), names, str(local_dir), None, follow=False)
 
     def remove(self, system_path: str, recursive: bool = False) -> bool:
         path = self.entry(system_path)
@@ -235,6 +245,40 @@ class LocalSystem(System):
             result = RunResult(argv, done.returncode, done.stdout, done.stderr)
         return result.check(self.label) if check else result
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        environment = {**os.environ, **env} if env else None
+        try:
+            process = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=environment, cwd=cwd, start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            on_line(f"{argv[0]}: command not found")
+            return NOT_FOUND_STATUS
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer is not None:
+            timer.start()
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                on_line(raw.decode(errors="replace").rstrip("\n"))
+            return process.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[object]:
         check_lock_name(name)
@@ -251,3 +295,38 @@ class LocalSystem(System):
 
     def effective_uid(self) -> int:
         return os.geteuid()
+
+
+def copy_tree(
+    source: Path,
+    target: Path,
+    names: Sequence[str] | None,
+    where: str,
+    progress: Progress | None,
+    follow: bool = True,
+) -> None:
+    """Copy a tree (or ``names`` of it); ``follow=False`` copies regular files and directories only."""
+    try:
+        if names is None and follow:
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+            copied = [p for p in source.rglob("*") if p.is_file()]
+        else:
+            copied = []
+            for name in (
+                names if names is not None else [str(p.relative_to(source)) for p in source.rglob("*")]
+            ):
+                item = source / name
+                if item.is_symlink() and not follow:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    (target / name).mkdir(parents=True, exist_ok=True)
+                    continue
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                if (target / name).is_symlink():
+                    (target / name).unlink()
+                shutil.copy2(item, target / name, follow_symlinks=False)
+                copied.append(item)
+    except (OSError, shutil.Error) as exc:
+        raise EnvironmentFailure(f"cannot copy {source} to {where}: {exc}") from exc
+    if progress:
+        progress(sum(p.lstat().st_size for p in copied))

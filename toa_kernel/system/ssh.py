@@ -464,7 +464,13 @@ class SshSystem(System):
         if not result.ok:
             raise write_error(result, system_path, self.label)
 
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.links_changed()
         source = Path(local_dir)
         if not source.is_dir():
@@ -472,10 +478,41 @@ class SshSystem(System):
 
         def feed(writer: ChannelWriter) -> None:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
-                archive.add(source, arcname=".", filter=as_root)
+                if names is None:
+                    archive.add(source, arcname=".", filter=as_root)
+                for name in names or ():
+                    archive.add(source / name, arcname=name, recursive=False, filter=as_root)
 
         result = self.script(sh.UNTAR, self.real(system_dir), feed=feed, progress=progress)
         result.check(self.label)
+
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        argv = ("sh", "-c", sh.TAR_OUT, "toa", self.real(system_dir), *(names or ["."]))
+        channel = self.open_channel(self.command_line(argv), argv)
+        err = bytearray()
+        reader = threading.Thread(target=drain, args=(channel.recv_stderr, err), daemon=True)
+        reader.start()
+        damaged: EnvironmentFailure | None = None
+        try:
+            channel.shutdown_write()
+            with channel.makefile("rb") as stream:
+                try:
+                    extract_safely(stream, Path(local_dir), f"{self.label} {system_dir}")
+                except EnvironmentFailure as exc:  # an empty stream: the exit status says why
+                    damaged = exc
+            status = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.lost(argv) from exc
+        finally:
+            channel.close()
+            reader.join(5)
+        if status == 0 and damaged is not None:
+            raise damaged
+        if status == sh.MISSING:
+            raise FileNotFoundError(2, "No such directory", f"{self.label} {system_dir}")
+        if status < 0:
+            raise self.lost(argv)
+        RunResult(argv, status, b"", bytes(err)).check(self.label)
 
     def remove(self, system_path: str, recursive: bool = False) -> bool:
         self.links_changed()
@@ -517,6 +554,48 @@ class SshSystem(System):
                 f"{shlex.join(argv)[:200]} timed out after {timeout:g} s on {self.label}"
             )
         return result.check(self.label) if check else result
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        argv = tuple(argv)
+        self.links_changed()
+        command = self.command_line(argv, timeout, env, cwd)
+        try:
+            channel = self.connection.create_session()
+            channel.set_combine_stderr(True)
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(argv) from exc
+        pending = b""
+        try:
+            while True:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+            if pending:
+                on_line(pending.decode(errors="replace"))
+            status = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.lost(argv) from exc
+        finally:
+            channel.close()  # also when on_line raised: the server's sshd ends the command
+            self.links_changed()
+        if status < 0:
+            raise self.lost(argv)
+        if self.sudo and status in (1, 127) and pending.startswith(b"sudo:"):
+            self.check_sudo(RunResult(argv, status, b"", pending))
+        return status
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[object]:
@@ -564,6 +643,31 @@ class SshSystem(System):
                 "wait for it to finish; the lock frees itself when that run ends or its connection drops",
             )
         result.check(self.label)
+
+
+def extract_safely(stream: object, target: Path, where: str) -> None:
+    """Unpack a tar stream of regular files and directories into ``target``; anything else
+    (links, devices, names leaving ``target``) is refused."""
+    target.mkdir(parents=True, exist_ok=True)
+    base = target.resolve()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+            for member in archive:
+                destination = (base / member.name).resolve()
+                if member.name.startswith("/") or (destination != base and base not in destination.parents):
+                    raise UserError(f"{where} sent {member.name!r}, a name outside the directory")
+                if member.isdir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    source = archive.extractfile(member)
+                    assert source is not None
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    with open(destination, "wb") as out:
+                        shutil.copyfileobj(source, out, CHUNK)
+                    os.chmod(destination, member.mode & 0o755 | 0o600)
+                    os.utime(destination, (member.mtime, member.mtime))
+    except tarfile.TarError as exc:
+        raise EnvironmentFailure(f"the tar stream from {where} is damaged: {exc}") from exc
 
 
 def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -193,6 +193,12 @@ UNTAR = """mkdir -p -- "$1" || exit 1
 exec tar -x -p --no-same-owner -f - -C "$1"
 """
 
+# $1 source directory, then the names to send (".": all of it). A tar stream on stdout.
+TAR_OUT = """[ -d "$1" ] || exit 66
+dir=$1; shift
+exec tar -c -f - -C "$dir" -- "$@"
+"""
+
 # $1 lock file, $2 who is asking. Answers "locked" and holds the lock until
 # stdin closes (the client closes the channel, or the connection drops).
 LOCK = """exec 9>>"$1" || exit 1
