@@ -21,10 +21,14 @@ from toa_kernel.system.ssh import SshSystem
 class Node:
     """Opens sandbox roots as Systems of one kind; closes them all at the end."""
 
-    def __init__(self, kind: str, server: Sshd | None, known_hosts: Path) -> None:
+    def __init__(
+        self, kind: str, server: Sshd | None, known_hosts: Path, user: str = "root", sudo: bool = False
+    ) -> None:
         self.kind = kind
         self.server = server
         self.known_hosts = known_hosts
+        self.user = user
+        self.sudo = sudo
         self.opened: list[System] = []
 
     @property
@@ -37,7 +41,8 @@ class Node:
         else:
             if not self.known_hosts.exists():
                 self.server.trust(self.known_hosts)
-            system = SshSystem.connect(self.server.target(), self.server.options(self.known_hosts), str(root))
+            options = self.server.options(self.known_hosts, sudo=self.sudo)
+            system = SshSystem.connect(self.server.target(self.user), options, str(root))
         self.opened.append(system)
         return system
 
@@ -47,12 +52,14 @@ class Node:
         if self.server is not None:
             if not self.known_hosts.exists():
                 self.server.trust(self.known_hosts)
-            target = self.server.target()
+            target = self.server.target(self.user)
             flags += [
                 "--host", f"{target.user}@{target.host}:{target.port}",
                 "--ssh-key", str(self.server.client_key),
                 "--known-hosts", str(self.known_hosts),
             ]  # fmt: skip
+            flags += ["--legacy-ssh"] if self.server.profile == "legacy" else []
+            flags += ["--sudo"] if self.sudo else []
         return flags
 
     def ssh_settings(self) -> dict[str, object]:
@@ -60,12 +67,13 @@ class Node:
         assert self.server is not None
         if not self.known_hosts.exists():
             self.server.trust(self.known_hosts)
-        target = self.server.target()
+        target = self.server.target(self.user)
         return {
             "host": f"{target.user}@{target.host}:{target.port}",
             "ssh_key": str(self.server.client_key),
             "ssh_known_hosts": self.known_hosts,
             "ssh_legacy": self.server.profile == "legacy",
+            "ssh_sudo": self.sudo,
         }
 
     def close(self) -> None:

@@ -79,6 +79,7 @@ BAD_SETTINGS = {
     "module_url": "https://example.org/{{nope}}.tar.gz",
     "module_branch": "x/../../../victim",
     "host": "root@web1:99999",
+    "build_host": "web1:0",
     "ssh_user": "root;id",
     "ssh_port": "22x",
     "ssh_key": "id_rsa\u0007",

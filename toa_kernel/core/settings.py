@@ -132,8 +132,8 @@ class Settings:
         return updated.checked_together(dict.fromkeys(changed, "flag"))
 
     def checked_together(self, origins: Mapping[str, str]) -> Settings:
-        """Checks that need two settings: ``root`` is a directory here only without ``host``
-        (with one, it is a path on that server, checked when the connection opens)."""
+        """Checks that need two settings: ``root`` is a directory here only without ``host`` and
+        ``build_host`` (with one, it is a path on that server, checked when the connection opens)."""
         name = setting_name("root", origins.get("root", "config"))
         if self.host or self.build_host:
             if not self.root.is_absolute():
