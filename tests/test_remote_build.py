@@ -117,3 +117,33 @@ def test_dry_run_names_the_build_host_and_changes_nothing_there(tmp_path, build_
     run_build(settings, console=console, dry_run=True)
     assert f"ship the tree to {settings.build_host}" in output.getvalue()
     assert os.listdir(root) == []
+
+
+def test_build_module_on_the_server_uses_its_headers_and_gcc(tmp_path, node_sshd):
+    from module_support import HELLO_SRC, installed_headers
+
+    from toa_kernel.core.console import Console
+    from toa_kernel.core.settings import Settings
+    from toa_kernel.kernel.modinfo import read_module_info
+    from toa_kernel.module.steps import SourceRequest, build_module
+
+    headers = installed_headers()
+    if headers is None:
+        pytest.skip("no linux-headers package installed")
+    node = Node("ssh", node_sshd, tmp_path / "known_hosts")
+    settings = Settings.from_config(None, workdir=tmp_path / "work", **node.ssh_settings())
+    system = node.open(Path("/"))  # the server's own headers under /lib/modules/R/build
+    logged = len(node_sshd.commands())
+    record = build_module(
+        settings, SourceRequest(src=HELLO_SRC), Console(quiet=True), release=headers, system=system
+    )
+    info = read_module_info(Path(record["ko"]))
+    assert info.name == "hello" and info.release == headers
+    assert record["build_host"]["host"] == system.host and record["build_host"]["gcc"]
+    log = Path(record["log"]).read_text()
+    assert (
+        log.startswith("$ make -j") and f"[on {system.host}]" in log and "/var/tmp/toa-kernel-module/" in log
+    )
+    ran = [command for _, command in node_sshd.commands()[logged:]]
+    assert any("make -j" in command and "M=/var/tmp/toa-kernel-module/" in command for command in ran)
+    assert not Path("/var/tmp/toa-kernel-module", f"module-{headers}").exists()  # removed after the build

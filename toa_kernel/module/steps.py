@@ -13,6 +13,7 @@ with the patches applied, in the manifest (section ``module``, key ``builds``).
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from toa_kernel.module.build import (
     kbuild,
     kbuild_command,
 )
-from toa_kernel.module.compat import PatchChoice, apply_choices, choose_patches, header_tree
+from toa_kernel.module.compat import HeaderTree, PatchChoice, apply_choices, choose_patches, header_tree
 from toa_kernel.module.distro import Distro, detect_distro, headers_package, install_command
 from toa_kernel.module.install import (
     SECTION,
@@ -276,20 +277,26 @@ def build_module(
     install_deps: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    system: System | None = None,
 ) -> dict[str, Any]:
-    """Fetch, stage and build the module for ``release``; return the build record."""
+    """Fetch, stage and build the module for ``release``; return the build record.
+
+    With a server over SSH (``system``, ``--host``) the module is compiled there, against its
+    kernel headers with its gcc (``module.remotebuild``); else here, under ``--root``.
+    """
     if request.src and request.tarball:
         raise UserError("--src and --tarball both name a source", "pass only one of them")
     if request.sha256:
         sha256_value(request.sha256, "--sha256")
-    root = Root.of(settings.root)
-    system = LocalSystem(root)
+    if system is None or not system.host:
+        system = LocalSystem(Root.of(settings.root))
     distro = detect_distro(system)
     release = release_for_build(system, release)
-    facts = gather_kbuild_facts(root, release, distro)
+    builder = kbuild_for(system, release, distro)
+    facts = builder.facts
     installs = install_deps and install_prerequisites(system, facts, console, dry_run)
     if installs and not dry_run:
-        facts = gather_kbuild_facts(root, release, distro)
+        facts = builder.refresh()
     if not (installs and dry_run):
         check_prereqs(facts)
     workdir = Workdir(settings.workdir)
@@ -303,9 +310,7 @@ def build_module(
     build_dir = workdir.builds / f"module-{release}"
     staged = stage_source(source, build_dir)
     assert facts.kdir is not None
-    version, choices = choose_patches(
-        settings.input_dir("patches"), staged, header_tree(root, release, facts.kdir)
-    )
+    version, choices = choose_patches(settings.input_dir("patches"), staged, builder.headers())
     digest = build_digest(tree_digest(staged), choices)
     previous = builds(workdir).get(release)
     if previous and not force and previous.get("source_digest") == digest and reusable(previous, release):
@@ -314,7 +319,7 @@ def build_module(
     report_patches(version, choices, console)
     apply_choices(staged, choices)
     log_path = workdir.logs / f"module-{release}.log"
-    infos = kbuild(facts, staged, log_path, settings.effective_jobs, console)
+    infos = builder.compile(staged, log_path, settings.jobs, console)
     module = primary_module(infos)
     ko = build_dir / module.path.name
     try:
@@ -332,10 +337,42 @@ def build_module(
         "module_version": version,
         "patches": [choice.as_dict() for choice in choices],
         "distro": distro.label,
+        "build_host": builder.describe(),
         "built": now_iso(),
     }
     save_build(workdir, record)
     return record
+
+
+class LocalKbuild:
+    """The module compiled here, against the headers under the root."""
+
+    def __init__(self, system: LocalSystem, release: str, distro: Distro) -> None:
+        self.root, self.release, self.distro = system.fs, release, distro
+        self.facts = gather_kbuild_facts(self.root, release, distro)
+
+    def refresh(self) -> KbuildFacts:
+        self.facts = gather_kbuild_facts(self.root, self.release, self.distro)
+        return self.facts
+
+    def headers(self) -> HeaderTree:
+        assert self.facts.kdir is not None
+        return header_tree(self.root, self.release, self.facts.kdir)
+
+    def compile(self, staged: Path, log: Path, jobs: int, console: Console) -> list[ModuleInfo]:
+        return kbuild(self.facts, staged, log, jobs if jobs > 0 else (os.cpu_count() or 1), console)
+
+    def describe(self) -> dict[str, Any] | None:
+        return None
+
+
+def kbuild_for(system: System, release: str, distro: Distro) -> Any:
+    """Where the module is compiled: here, or on the server (``RemoteKbuild``)."""
+    if isinstance(system, LocalSystem):
+        return LocalKbuild(system, release, distro)
+    from toa_kernel.module.remotebuild import RemoteKbuild
+
+    return RemoteKbuild(system, release, distro)
 
 
 def build_digest(source_digest: str, choices: list[PatchChoice]) -> str:
