@@ -168,6 +168,7 @@ BAD_FLAGS = {
         "--only": "nosuch",
         "--tree": "{file}",
         "--workdir": "{file}",
+        "--root": "{file}",
     },
     "install-kernel": {
         "--release": "a b",
