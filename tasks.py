@@ -11,7 +11,8 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
-from invoke import Context, task
+import invoke
+from invoke import Context
 from invoke.exceptions import Exit
 
 from toa_kernel.core.cli import is_dry, reports_errors, settings_for
@@ -32,6 +33,21 @@ from toa_kernel.core.state import Workdir, WorkLock
 from toa_kernel.system.api import System
 
 PROJECT_DIR = Path(__file__).resolve().parent
+
+
+class Task(invoke.Task):
+    """invoke's Task, but the SSH flags never take the short name ``-h`` (invoke's own help)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        if name in SSH_HELP:
+            taken_names = taken_names | {"h"}
+        return super().arg_opts(name, default, taken_names)
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """``invoke.task`` with the project's Task class."""
+    return invoke.task(*args, klass=Task, **kwargs)
+
 
 # Help texts shared by every task that takes these flags.
 WORKDIR_HELP = "work directory for downloads, trees, logs and manifests (default: toa.workdir, 'work')"
@@ -587,9 +603,8 @@ def serve(
     legacy_ssh: bool = False,
 ) -> None:
     """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
-    from toa_kernel.verify.remoteserve import serve_remote
-
     from toa_kernel.verify import serve as serving
+    from toa_kernel.verify.remoteserve import serve_remote
 
     s = settings(
         c,

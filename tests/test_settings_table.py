@@ -376,3 +376,23 @@ def test_a_setting_added_without_its_own_checker_is_checked_by_its_type(default,
     assert check(good, "--new") == expected
     with pytest.raises(UserError, match=r"^--new "):
         check(bad, "--new")
+
+
+def test_every_task_that_acts_on_a_system_takes_the_ssh_flags_and_keeps_h_for_help():
+    import importlib.util
+
+    from invoke import Collection
+
+    spec = importlib.util.spec_from_file_location("project_tasks", Path(__file__).parent.parent / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    collection = Collection.from_module(module)
+    wanted = {"--host", "--ssh-key", "--ssh-port", "--ssh-user", "--sudo", "--known-hosts"}
+    wanted |= {"--accept-new-host-key", "--legacy-ssh"}
+    for name in SSH_TASKS:
+        arguments = collection[name].get_arguments()
+        flags = {"--" + argument.name.replace("_", "-") for argument in arguments}
+        assert wanted <= flags, name
+        ssh = [a for a in arguments if "--" + a.name.replace("_", "-") in wanted]
+        assert all("h" not in a.names for a in ssh), name
