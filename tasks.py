@@ -7,6 +7,8 @@ flags), calls one function of the ``toa_kernel`` package and prints the result.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,38 @@ SSH_HELP = {
 }
 
 
-def ssh_values(
+SSH_DEFAULTS: dict[str, Any] = {
+    "host": None,
+    "ssh_key": None,
+    "ssh_port": None,
+    "ssh_user": None,
+    "sudo": False,
+    "known_hosts": None,
+    "accept_new_host_key": False,
+    "legacy_ssh": False,
+}
+
+
+def remote_flags(function: Any) -> Any:
+    """Give a task the SSH flags (``--host``, ``--ssh-key``, ...); they reach it as one ``ssh``
+    dict of settings (a flag left out keeps the configured value)."""
+    signature = inspect.signature(function)
+    own = [parameter for name, parameter in signature.parameters.items() if name != "ssh"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        for name, default in SSH_DEFAULTS.items()
+    ]
+
+    @functools.wraps(function)
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name, default) for name, default in SSH_DEFAULTS.items()}
+        return function(c, *args, ssh=ssh_settings(**flags), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def ssh_settings(
     host: str | None,
     ssh_key: str | None,
     ssh_port: str | None,
@@ -85,7 +118,7 @@ def ssh_values(
     accept_new_host_key: bool,
     legacy_ssh: bool,
 ) -> dict[str, Any]:
-    """The SSH flags as settings (a flag left out keeps the configured value)."""
+    """The SSH flags as settings."""
     return {
         "host": host,
         "ssh_key": ssh_key,
@@ -229,6 +262,7 @@ BUILD_STEPS_HELP = "preflight, patch, configure, release, compile, artifacts"
     }
 )
 @reports_errors
+@remote_flags
 def build(
     c: Context,
     until: str | None = None,
@@ -243,14 +277,7 @@ def build(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
     root: str | None = None,
 ) -> None:
     """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
@@ -266,12 +293,7 @@ def build(
         extraversion=extraversion,
         min_free_gib=min_free_gib,
         root=root,
-        **{
-            **ssh_values(
-                None, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh
-            ),
-            "build_host": host,
-        },
+        **{**(ssh or {}), "host": None, "build_host": (ssh or {}).get("host")},
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -336,6 +358,7 @@ def show_install(out: Console, title: str, report: Any, json: bool) -> None:
     }
 )
 @reports_errors
+@remote_flags
 def install_kernel(
     c: Context,
     release: str | None = None,
@@ -351,14 +374,7 @@ def install_kernel(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Install the built TOA kernel, make it GRUB's default (nohz=off), load toa at boot and by cron."""
     from toa_kernel.boot.install import InstallRequest
@@ -371,7 +387,7 @@ def install_kernel(
         startup=startup,
         kernel_args=kernel_args,
         trial_panic=panic_seconds,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -405,6 +421,7 @@ def install_kernel(
     }
 )
 @reports_errors
+@remote_flags
 def grub(
     c: Context,
     release: str | None = None,
@@ -415,20 +432,12 @@ def grub(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
     from toa_kernel.boot.install import configure_grub
 
-    ssh = ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh)
-    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds, **ssh)
+    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds, **(ssh or {}))
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     with system_of(s) as system, locked_unless_dry(s, dry, out, system):
@@ -449,6 +458,7 @@ def grub(
     }
 )
 @reports_errors
+@remote_flags
 def rollback(
     c: Context,
     workdir: str | None = None,
@@ -456,14 +466,7 @@ def rollback(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Undo install-kernel: grub.conf as before, boot hooks removed; kernel files stay."""
     from toa_kernel.boot.rollback import rollback as run_rollback
@@ -472,7 +475,7 @@ def rollback(
         c,
         workdir=workdir,
         root=root,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -503,6 +506,7 @@ def rollback(
     },
 )
 @reports_errors
+@remote_flags
 def verify(
     c: Context,
     root: str | None = None,
@@ -515,14 +519,7 @@ def verify(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Check after the reboot that TOA works: kernel, nohz=off, module, toa_stats, boot hooks, grub."""
 
@@ -532,7 +529,7 @@ def verify(
         c,
         workdir=workdir,
         root=root,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     if commit:
         commit_trial(c, s, release=release, facts=facts, dry_run=dry_run, json=json, quiet=quiet)
@@ -584,6 +581,7 @@ def commit_trial(
     }
 )
 @reports_errors
+@remote_flags
 def serve(
     c: Context,
     port: str = "8000",
@@ -593,14 +591,7 @@ def serve(
     root: str | None = None,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
     from toa_kernel.verify import serve as serving
@@ -609,7 +600,7 @@ def serve(
     s = settings(
         c,
         root=root,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     out = console(quiet, json)
     with system_of(s) as system:
@@ -764,6 +755,7 @@ RELEASE_HELP = "kernel release to build/install for, as 'uname -r' prints it (de
     }
 )
 @reports_errors
+@remote_flags
 def build_module(
     c: Context,
     release: str | None = None,
@@ -780,21 +772,13 @@ def build_module(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
     from toa_kernel.module.steps import SourceRequest
     from toa_kernel.module.steps import build_module as run_build
 
-    ssh = ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh)
-    s = settings(c, workdir=workdir, root=root, **ssh)
+    s = settings(c, workdir=workdir, root=root, **(ssh or {}))
     out = console(quiet, json)
     request = SourceRequest(
         src=input_path(src, "--src", "directory"),
@@ -836,6 +820,7 @@ def build_module(
     }
 )
 @reports_errors
+@remote_flags
 def install_module(
     c: Context,
     release: str | None = None,
@@ -846,14 +831,7 @@ def install_module(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: install toa.ko under /lib/modules/R/extra, depmod, load it now and at boot."""
     from toa_kernel.module.steps import install_module as run_install
@@ -862,7 +840,7 @@ def install_module(
         c,
         workdir=workdir,
         root=root,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -897,20 +875,14 @@ def install_module(
     }
 )
 @reports_errors
+@remote_flags
 def rollback_module(
     c: Context,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
-    host: str | None = None,
-    ssh_key: str | None = None,
-    ssh_port: str | None = None,
-    ssh_user: str | None = None,
-    sudo: bool = False,
-    known_hosts: str | None = None,
-    accept_new_host_key: bool = False,
-    legacy_ssh: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: remove what install-module added (module file, boot files), unload it."""
     from toa_kernel.module.steps import rollback_module as run_rollback
@@ -919,7 +891,7 @@ def rollback_module(
         c,
         workdir=workdir,
         root=root,
-        **ssh_values(host, ssh_key, ssh_port, ssh_user, sudo, known_hosts, accept_new_host_key, legacy_ssh),
+        **(ssh or {}),
     )
     out = console(quiet)
     dry = is_dry(c, dry_run)

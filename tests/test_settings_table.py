@@ -258,12 +258,8 @@ def test_a_bad_flag_is_refused_naming_it(tmp_path, task, flag):
     assert_refused(done, flag)
 
 
-def test_the_flag_table_covers_every_task():
-    assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
-
-
-def test_the_flag_table_covers_every_flag_that_takes_a_value():
-    """A flag added to a task without a bad value in BAD_FLAGS fails here."""
+def project_tasks():
+    """The invoke collection of this checkout's tasks.py."""
     import importlib.util
 
     from invoke import Collection
@@ -272,7 +268,16 @@ def test_the_flag_table_covers_every_flag_that_takes_a_value():
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    collection = Collection.from_module(module)
+    return Collection.from_module(module)
+
+
+def test_the_flag_table_covers_every_task():
+    assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
+
+
+def test_the_flag_table_covers_every_flag_that_takes_a_value():
+    """A flag added to a task without a bad value in BAD_FLAGS fails here."""
+    collection = project_tasks()
     missing = {}
     for name in collection.task_names:
         flags = {
@@ -379,15 +384,7 @@ def test_a_setting_added_without_its_own_checker_is_checked_by_its_type(default,
 
 
 def test_every_task_that_acts_on_a_system_takes_the_ssh_flags_and_keeps_h_for_help():
-    import importlib.util
-
-    from invoke import Collection
-
-    spec = importlib.util.spec_from_file_location("project_tasks", Path(__file__).parent.parent / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    collection = Collection.from_module(module)
+    collection = project_tasks()
     wanted = {"--host", "--ssh-key", "--ssh-port", "--ssh-user", "--sudo", "--known-hosts"}
     wanted |= {"--accept-new-host-key", "--legacy-ssh"}
     for name in SSH_TASKS:
