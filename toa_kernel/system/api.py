@@ -42,6 +42,12 @@ Porting a step onto a System (what replaces what):
 - ``subprocess.run([...])`` on the system -> ``system.run([...], check=True)``
   with paths from ``system.host_path(p)`` (``depmod -b``, ``installkernel``
   under the root); read ``result.out``/``result.err`` (bytes: ``stdout``/``stderr``).
+- ``filecmp``/hashing an installed file -> ``sha256``; ``rglob(NAME)`` -> ``find(dir, NAME)``;
+  a log's tail -> ``read_tail``; ``backup_file`` -> ``backup`` (``hidden`` for cron.d);
+  ``chmod``/``chown`` -> ``set_mode``; ``symlink_to`` -> ``symlink``; ``shutil.which`` ->
+  ``which``; ``os.geteuid`` -> ``effective_uid``; ``os.access(W_OK)`` -> ``writable``;
+  ``os.path.realpath`` of what a command will touch -> ``host_realpath``; a long command
+  whose output is wanted line by line (make) -> ``stream``; files back -> ``get_tree``.
 - The run lock -> ``with system.lock("toa-kernel.lock"):`` (held on the server).
 - Keep planners pure: gather facts through the System, compute the plan and the
   diff locally, then apply with the write/remove/run primitives. Open the
