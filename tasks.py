@@ -7,16 +7,19 @@ flags), calls one function of the ``toa_kernel`` package and prints the result.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
-from invoke import Context, task
+import invoke
+from invoke import Context
 from invoke.exceptions import Exit
 
 from toa_kernel.core.cli import is_dry, reports_errors, settings_for
 from toa_kernel.core.console import Console
-from toa_kernel.core.layout import SYSTEM_LOCK
+from toa_kernel.core.layout import SYSTEM_LOCK_NAME
 from toa_kernel.core.settings import (
     Settings,
     check_branch,
@@ -28,9 +31,25 @@ from toa_kernel.core.settings import (
     parse_int,
     sha256_value,
 )
-from toa_kernel.core.state import SystemLock, Workdir, WorkLock
+from toa_kernel.core.state import Workdir, WorkLock
+from toa_kernel.system.api import System
 
 PROJECT_DIR = Path(__file__).resolve().parent
+
+
+class Task(invoke.Task):
+    """invoke's Task, but the SSH flags never take the short name ``-h`` (invoke's own help)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        if name in SSH_HELP:
+            taken_names = taken_names | {"h"}
+        return super().arg_opts(name, default, taken_names)
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """``invoke.task`` with the project's Task class."""
+    return invoke.task(*args, klass=Task, **kwargs)
+
 
 # Help texts shared by every task that takes these flags.
 WORKDIR_HELP = "work directory for downloads, trees, logs and manifests (default: toa.workdir, 'work')"
@@ -38,6 +57,78 @@ ROOT_HELP = "root prefix of the system to act on, like DESTDIR (default /)"
 DRY_RUN_HELP = "print the commands and unified diffs this would apply, change nothing (also: invoke --dry)"
 JSON_HELP = "print the result as JSON on stdout (messages go to stderr)"
 QUIET_HELP = "no progress bars or notes, only warnings, errors and the result"
+HOST_HELP = (
+    "drive this server over SSH: [USER@]HOST[:PORT] (default: toa.host; empty: this machine). The tool "
+    "runs here; the server needs only its own CentOS 6 userland (sh, coreutils, tar), no Python"
+)
+# Help texts of the SSH flags every task that acts on a system takes.
+SSH_HELP = {
+    "host": HOST_HELP,
+    "ssh_key": "private key file for the SSH login (default: toa.ssh_key; empty: ssh-agent, ~/.ssh/id_*)",
+    "ssh_port": "SSH port when --host names none (default: toa.ssh_port, else 22)",
+    "ssh_user": "SSH login when --host names none (default: toa.ssh_user, else your user name)",
+    "sudo": "run every command on the server through 'sudo -n' (a login with NOPASSWD sudo; RHEL 6's "
+    "'Defaults requiretty' also needs 'Defaults:USER !requiretty')",
+    "known_hosts": "the tool's known-hosts file (default: toa.ssh_known_hosts, "
+    "~/.config/toa-kernel/known_hosts; ~/.ssh/known_hosts is read too, never written)",
+    "accept_new_host_key": "record the host key of a server seen for the first time (trust on first use, "
+    "after checking its fingerprint); a changed key is always refused",
+    "legacy_ssh": "sign an RSA login with ssh-rsa: CentOS 6's OpenSSH 5.3 knows no rsa-sha2",
+}
+
+
+SSH_DEFAULTS: dict[str, Any] = {
+    "host": None,
+    "ssh_key": None,
+    "ssh_port": None,
+    "ssh_user": None,
+    "sudo": False,
+    "known_hosts": None,
+    "accept_new_host_key": False,
+    "legacy_ssh": False,
+}
+
+
+def remote_flags(function: Any) -> Any:
+    """Give a task the SSH flags (``--host``, ``--ssh-key``, ...); they reach it as one ``ssh``
+    dict of settings (a flag left out keeps the configured value)."""
+    signature = inspect.signature(function)
+    own = [parameter for name, parameter in signature.parameters.items() if name != "ssh"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        for name, default in SSH_DEFAULTS.items()
+    ]
+
+    @functools.wraps(function)
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name, default) for name, default in SSH_DEFAULTS.items()}
+        return function(c, *args, ssh=ssh_settings(**flags), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def ssh_settings(
+    host: str | None,
+    ssh_key: str | None,
+    ssh_port: str | None,
+    ssh_user: str | None,
+    sudo: bool,
+    known_hosts: str | None,
+    accept_new_host_key: bool,
+    legacy_ssh: bool,
+) -> dict[str, Any]:
+    """The SSH flags as settings."""
+    return {
+        "host": host,
+        "ssh_key": ssh_key,
+        "ssh_port": ssh_port,
+        "ssh_user": ssh_user,
+        "ssh_sudo": True if sudo else None,
+        "ssh_known_hosts": known_hosts,
+        "ssh_accept_new_host_key": True if accept_new_host_key else None,
+        "ssh_legacy": True if legacy_ssh else None,
+    }
 
 
 def settings(c: Context, **flags: Any) -> Settings:
@@ -50,24 +141,28 @@ def console(quiet: bool = False, json: bool = False) -> Console:
 
 
 def locked_unless_dry(
-    s: Settings, dry: bool, out: Console, system: bool = False
+    s: Settings, dry: bool, out: Console, system: System | None = None
 ) -> AbstractContextManager[object]:
     """The work-directory lock for a run that changes things (a dry run changes nothing);
-    with ``system``, also the lock of the system under ``--root`` the run changes."""
+    with ``system``, also that system's own lock (ROOT/var/lock/toa-kernel.lock, held there)."""
     if dry:
         return nullcontext()
-    from toa_kernel.system.rootfs import Root
-
     stack = ExitStack()
     try:
         stack.enter_context(WorkLock(Workdir(s.workdir), echo=out.say))
-        if system:
-            root = Root.of(s.root)
-            stack.enter_context(SystemLock(root.resolve(SYSTEM_LOCK), root.base, echo=out.say))
+        if system is not None:
+            stack.enter_context(system.lock(SYSTEM_LOCK_NAME))
     except BaseException:
         stack.close()  # the work lock is not kept when the system lock is refused
         raise
     return stack
+
+
+def system_of(s: Settings) -> System:
+    """The system the settings name: this machine under --root, or --host over SSH."""
+    from toa_kernel.system.opener import open_system
+
+    return open_system(s)
 
 
 def release_flag(release: str | None) -> str | None:
@@ -160,9 +255,16 @@ BUILD_STEPS_HELP = "preflight, patch, configure, release, compile, artifacts"
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "compile on this BUILD HOST over SSH, [USER@]HOST[:PORT] (default: toa.build_host; empty: "
+        "here): the tree is prepared here, shipped (only what changed on a re-run), compiled with the build "
+        "host's own make and gcc, the log streamed back, the artifacts fetched into the build record",
+        "root": "with --host: root prefix on the build host; the tree is compiled in "
+        "ROOT/var/tmp/toa-kernel-build/ (default /)",
     }
 )
 @reports_errors
+@remote_flags
 def build(
     c: Context,
     until: str | None = None,
@@ -178,6 +280,8 @@ def build(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
+    root: str | None = None,
 ) -> None:
     """Build the TOA kernel: patch, set TCPOPT_TOA, configure, EXTRAVERSION, make, check artifacts."""
     from toa_kernel.core.errors import ToaError
@@ -192,6 +296,8 @@ def build(
         extraversion=extraversion,
         min_free_gib=min_free_gib,
         config_base=config_base,
+        root=root,
+        **{**(ssh or {}), "host": None, "build_host": (ssh or {}).get("host")},
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -252,9 +358,11 @@ def show_install(out: Console, title: str, report: Any, json: bool) -> None:
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
     }
 )
 @reports_errors
+@remote_flags
 def install_kernel(
     c: Context,
     release: str | None = None,
@@ -270,13 +378,20 @@ def install_kernel(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Install the built TOA kernel, make it GRUB's default (nohz=off), load toa at boot and by cron."""
     from toa_kernel.boot.install import InstallRequest
     from toa_kernel.boot.install import install_kernel as run_install
 
     s = settings(
-        c, workdir=workdir, root=root, startup=startup, kernel_args=kernel_args, trial_panic=panic_seconds
+        c,
+        workdir=workdir,
+        root=root,
+        startup=startup,
+        kernel_args=kernel_args,
+        trial_panic=panic_seconds,
+        **(ssh or {}),
     )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
@@ -288,8 +403,8 @@ def install_kernel(
         take_over_hooks=take_over_hooks,
         trial=trial,
     )
-    with locked_unless_dry(s, dry, out, system=True):
-        report = run_install(s, request, out)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        report = run_install(s, request, out, system=system)
     title = "install-kernel: dry run, nothing changed" if dry else "install-kernel: done (reboot to use it)"
     if trial and not dry:
         title = "install-kernel: done (reboot: the new kernel boots once, then 'invoke verify --commit')"
@@ -306,9 +421,11 @@ def install_kernel(
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
     }
 )
 @reports_errors
+@remote_flags
 def grub(
     c: Context,
     release: str | None = None,
@@ -319,15 +436,18 @@ def grub(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Only the grub.conf step: boot the release by default with nohz=off, old kernel as fallback."""
     from toa_kernel.boot.install import configure_grub
 
-    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds)
+    s = settings(c, workdir=workdir, root=root, trial_panic=panic_seconds, **(ssh or {}))
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out, system=True):
-        report = configure_grub(s, release_flag(release), dry_run=dry, console=out, trial=trial)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        report = configure_grub(
+            s, release_flag(release), dry_run=dry, console=out, trial=trial, system=system
+        )
     show_install(out, "grub: dry run, nothing changed" if dry else "grub: done", report, json)
 
 
@@ -338,9 +458,11 @@ def grub(
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
     }
 )
 @reports_errors
+@remote_flags
 def rollback(
     c: Context,
     workdir: str | None = None,
@@ -348,15 +470,21 @@ def rollback(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Undo install-kernel: grub.conf as before, boot hooks removed; kernel files stay."""
     from toa_kernel.boot.rollback import rollback as run_rollback
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(
+        c,
+        workdir=workdir,
+        root=root,
+        **(ssh or {}),
+    )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out, system=True):
-        report = run_rollback(s, dry_run=dry, console=out)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        report = run_rollback(s, dry_run=dry, console=out, system=system)
     show_install(out, "rollback: dry run, nothing changed" if dry else "rollback: done", report, json)
 
 
@@ -378,9 +506,11 @@ def rollback(
         "dry_run": "with --commit: print the grub.conf diff, change nothing (also: invoke --dry)",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
     },
 )
 @reports_errors
+@remote_flags
 def verify(
     c: Context,
     root: str | None = None,
@@ -393,24 +523,28 @@ def verify(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Check after the reboot that TOA works: kernel, nohz=off, module, toa_stats, boot hooks, grub."""
 
     from toa_kernel.verify import run as verifying
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(
+        c,
+        workdir=workdir,
+        root=root,
+        **(ssh or {}),
+    )
     if commit:
         commit_trial(c, s, release=release, facts=facts, dry_run=dry_run, json=json, quiet=quiet)
         return
-    code = verifying.run(
-        s,
-        console(quiet, json or collect),
-        release=release_flag(release),
-        facts_file=facts,
-        collect=collect,
-        checks=checks,
-        as_json=json,
-    )
+    options: dict[str, Any] = {"release": release_flag(release), "facts_file": facts, "collect": collect}
+    out = console(quiet, json or collect)
+    if facts:  # a facts file is judged as it is: no system is looked at
+        code = verifying.run(s, out, checks=checks, as_json=json, **options)
+    else:
+        with system_of(s) as system:
+            code = verifying.run(s, out, checks=checks, as_json=json, system=system, **options)
     if code:
         raise Exit(code=code)
 
@@ -424,8 +558,8 @@ def commit_trial(
 
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out):
-        report = commit(s, out, release=release, facts_file=facts, dry_run=dry)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        report = commit(s, out, release=release, facts_file=facts, dry_run=dry, system=system)
     if json:
         out.emit_json(report.as_dict())
         return
@@ -444,9 +578,14 @@ def commit_trial(
         "root": ROOT_HELP + "; toa_stats is read from its /proc",
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "serve ON this server over SSH ([USER@]HOST[:PORT]): a small POSIX-sh script runs the "
+        "server's own busybox httpd there (yum install busybox; no Python), and the client addresses "
+        "its accept() returned are shown here",
     }
 )
 @reports_errors
+@remote_flags
 def serve(
     c: Context,
     port: str = "8000",
@@ -456,21 +595,27 @@ def serve(
     root: str | None = None,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Answer HTTP requests with the client address the kernel reports (TOA test server)."""
-    from toa_kernel.system.rootfs import Root
     from toa_kernel.verify import serve as serving
+    from toa_kernel.verify.remoteserve import serve_remote
 
-    s = settings(c, root=root)
-    out = console(quiet, json)
-    report = serving.serve(
-        Root.of(s.root),
-        out,
-        bind=bind,
-        port=parse_int(port, "--port", 0, 65535, "use a TCP port 1..65535 (0 picks a free one)"),
-        count=parse_int(count, "--count", 0, 10**9, "use 0 (no limit) or a number of requests"),
-        timeout=parse_float(timeout, "--timeout", 0, 10**7, "use 0 (no limit) or a number of seconds"),
+    s = settings(
+        c,
+        root=root,
+        **(ssh or {}),
     )
+    out = console(quiet, json)
+    with system_of(s) as system:
+        report = (serve_remote if system.host else serving.serve)(
+            system,
+            out,
+            bind=bind,
+            port=parse_int(port, "--port", 0, 65535, "use a TCP port 1..65535 (0 picks a free one)"),
+            count=parse_int(count, "--count", 0, 10**9, "use 0 (no limit) or a number of requests"),
+            timeout=parse_float(timeout, "--timeout", 0, 10**7, "use 0 (no limit) or a number of seconds"),
+        )
     serving.show(report, out, json)
 
 
@@ -604,16 +749,21 @@ RELEASE_HELP = "kernel release to build/install for, as 'uname -r' prints it (de
         "sha256": "expected sha256 of the module tarball; a mismatch stops the build",
         "nat64": "build the IPv6/NAT64 variant (branch IPv6)",
         "branch": "branch of the module repository (default: toa.module_branch, 'master')",
-        "install_deps": "install missing gcc, make and kernel development files with the package manager",
+        "install_deps": "install missing gcc, make and kernel development files with the package manager "
+        "(of the --host server, when one is given)",
         "force": "download and build again even when an up-to-date build exists",
         "workdir": WORKDIR_HELP,
         "root": ROOT_HELP,
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
+        "host": "build ON this server over SSH ([USER@]HOST[:PORT]): against its kernel headers, with its "
+        "gcc; the .ko comes back into the work directory for install-module",
     }
 )
 @reports_errors
+@remote_flags
 def build_module(
     c: Context,
     release: str | None = None,
@@ -630,12 +780,13 @@ def build_module(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: build the out-of-tree TOA module (toa.ko) with Kbuild."""
     from toa_kernel.module.steps import SourceRequest
     from toa_kernel.module.steps import build_module as run_build
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(c, workdir=workdir, root=root, **(ssh or {}))
     out = console(quiet, json)
     request = SourceRequest(
         src=input_path(src, "--src", "directory"),
@@ -647,8 +798,8 @@ def build_module(
     )
     dry = is_dry(c, dry_run)
     options = {"release": release_flag(release), "install_deps": install_deps, "force": force}
-    with locked_unless_dry(s, dry, out, system=install_deps):
-        result = run_build(s, request, out, dry_run=dry, **options)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system if install_deps else None):
+        result = run_build(s, request, out, dry_run=dry, system=system, **options)
     if json:
         out.emit_json(result)
         return
@@ -673,9 +824,11 @@ def build_module(
         "dry_run": DRY_RUN_HELP,
         "json": JSON_HELP,
         "quiet": QUIET_HELP,
+        **SSH_HELP,
     }
 )
 @reports_errors
+@remote_flags
 def install_module(
     c: Context,
     release: str | None = None,
@@ -686,16 +839,23 @@ def install_module(
     dry_run: bool = False,
     json: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: install toa.ko under /lib/modules/R/extra, depmod, load it now and at boot."""
     from toa_kernel.module.steps import install_module as run_install
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(
+        c,
+        workdir=workdir,
+        root=root,
+        **(ssh or {}),
+    )
     out = console(quiet, json)
     dry = is_dry(c, dry_run)
     ko_path = input_path(ko, "--ko")
-    with locked_unless_dry(s, dry, out, system=True):
-        result = run_install(s, out, release=release_flag(release), ko=ko_path, startup=startup, dry_run=dry)
+    options: dict[str, Any] = {"release": release_flag(release), "ko": ko_path, "startup": startup}
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        result = run_install(s, out, dry_run=dry, system=system, **options)
     if json:
         out.emit_json(result)
         return
@@ -705,7 +865,7 @@ def install_module(
         [
             ("release", result["release"]),
             ("module", f"{result['module']} ({result['vermagic']})"),
-            ("root", result["root"]),
+            ("root", result["root"] + (f" on {result['host']}" if result.get("host") else "")),
             ("at boot", f"{result['startup']}: {', '.join(result['boot_files']) or 'nothing'}"),
             ("loaded", loaded[result["loaded"]]),
             ("changes", len(result["changes"]) or "none (already installed)"),
@@ -713,23 +873,38 @@ def install_module(
     )
 
 
-@task(help={"workdir": WORKDIR_HELP, "root": ROOT_HELP, "dry_run": DRY_RUN_HELP, "quiet": QUIET_HELP})
+@task(
+    help={
+        "workdir": WORKDIR_HELP,
+        "root": ROOT_HELP,
+        "dry_run": DRY_RUN_HELP,
+        "quiet": QUIET_HELP,
+        **SSH_HELP,
+    }
+)
 @reports_errors
+@remote_flags
 def rollback_module(
     c: Context,
     workdir: str | None = None,
     root: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
+    ssh: dict[str, Any] | None = None,
 ) -> None:
     """Kernels 3.0+: remove what install-module added (module file, boot files), unload it."""
     from toa_kernel.module.steps import rollback_module as run_rollback
 
-    s = settings(c, workdir=workdir, root=root)
+    s = settings(
+        c,
+        workdir=workdir,
+        root=root,
+        **(ssh or {}),
+    )
     out = console(quiet)
     dry = is_dry(c, dry_run)
-    with locked_unless_dry(s, dry, out, system=True):
-        done = run_rollback(s, out, dry_run=dry)
+    with system_of(s) as system, locked_unless_dry(s, dry, out, system):
+        done = run_rollback(s, out, dry_run=dry, system=system)
     title = "rollback-module: dry run, nothing changed" if dry else "rollback-module: done"
     out.summary(title, [("changes", len(done) or "none")])
 

@@ -10,9 +10,11 @@ import stat
 from pathlib import Path
 
 from conftest import PROJECT_DIR
+from node_support import Node
 
 from toa_kernel.boot import grubconf
 from toa_kernel.boot.install import InstallReport, InstallRequest, configure_grub, install_kernel
+from toa_kernel.boot.rollback import RollbackReport, rollback
 from toa_kernel.core.console import Console
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir
@@ -26,6 +28,8 @@ from toa_kernel.demo.sandbox import (  # noqa: F401 - re-exported for the tests
     grub_conf,
     write,
 )
+from toa_kernel.system.api import System
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 
 
@@ -64,9 +68,14 @@ def build_sample(base: Path) -> dict:
 
 
 class Sandbox:
-    """A CentOS 6 root, a work directory that records the sample build, and settings."""
+    """A CentOS 6 root, a work directory that records the sample build, and settings.
 
-    def __init__(self, base: Path, build: dict, **root_options: object) -> None:
+    ``system`` is the root as the steps reach it: a ``LocalSystem``, or with ``node``
+    (conftest's fixture) whatever kind the test runs with, SSH included. ``flags`` are
+    the command-line flags naming that system.
+    """
+
+    def __init__(self, base: Path, build: dict, node: Node | None = None, **root_options: object) -> None:
         self.root = Root.of(centos6_root(base / "root", **root_options))
         self.workdir = Workdir(base / "work").ensure()
         self.workdir.update_manifest("build", build)
@@ -75,6 +84,12 @@ class Sandbox:
         self.settings = Settings.from_config(
             None, workdir=base / "work", root=self.root.base, project_dir=PROJECT_DIR
         )
+        self.system: System = node.open(self.root.base) if node is not None else LocalSystem(self.root)
+        self.flags = node.flags(self.root.base) if node is not None else ["--root", str(self.root.base)]
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.system.host)
 
     def path(self, system_path: str) -> Path:
         return self.root.path(system_path)
@@ -82,10 +97,18 @@ class Sandbox:
     def install(self, **request: object) -> InstallReport:
         options = {k: request.pop(k) for k in ("startup", "kernel_args") if k in request}
         settings = self.settings.with_(**options)
-        return install_kernel(settings, InstallRequest(**request), Console(stream=self.output))
+        return install_kernel(
+            settings, InstallRequest(**request), Console(stream=self.output), system=self.system
+        )
 
     def grub(self, **options: object) -> InstallReport:
-        return configure_grub(self.settings, console=Console(stream=self.output), **options)
+        return configure_grub(
+            self.settings, console=Console(stream=self.output), system=self.system, **options
+        )
+
+    def rollback(self, **options: object) -> RollbackReport:
+        self.output = io.StringIO()
+        return rollback(self.settings, console=Console(stream=self.output), system=self.system, **options)
 
     def grub_config(self) -> grubconf.GrubConfig:
         return grubconf.parse(self.path(GRUB).read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from centos6_root import RUNNING, centos6_root, snapshot
 from conftest import have
+from node_support import NodeRoot
 
 from toa_kernel.boot import hooks as boothooks
 from toa_kernel.core.errors import UserError
@@ -26,8 +27,11 @@ RELEASE = "2.6.32-toa"
 
 
 @pytest.fixture
-def root(tmp_path) -> Root:
-    return Root.of(centos6_root(tmp_path / "root"))
+def root(tmp_path, node) -> NodeRoot:
+    """A CentOS 6 root; the hooks are planned and written through ``root.system`` (locally and
+    over SSH), the test looks at the files here."""
+    base = Root.of(centos6_root(tmp_path / "root"))
+    return NodeRoot(base, node.open(base.base))
 
 
 def apply(plan: Plan) -> list[str]:
@@ -108,24 +112,24 @@ def test_an_old_marked_rc_local_line_is_replaced_not_duplicated():
 
 
 def test_install_writes_executable_startup_and_root_owned_cron_then_nothing(root):
-    changes = apply(boothooks.plan_install(root, RELEASE, "modules"))
+    changes = apply(boothooks.plan_install(root.system, RELEASE, "modules"))
     assert len(changes) == 2
     script = root.path(MODULES_SCRIPT)
     cron = root.path(CRON_FILE)
     assert script.read_text() == boothooks.modules_script() and mode_of(script) == 0o755
     assert cron.read_text() == boothooks.cron_file(RELEASE) and mode_of(cron) == 0o644
     assert cron.stat().st_uid == 0 and cron.stat().st_gid == 0
-    assert boothooks.installed(root) == [MODULES_SCRIPT, CRON_FILE]
+    assert boothooks.installed(root.system) == [MODULES_SCRIPT, CRON_FILE]
     before = snapshot(root.base)
-    assert not boothooks.plan_install(root, RELEASE, "modules")
+    assert not boothooks.plan_install(root.system, RELEASE, "modules")
     assert snapshot(root.base) == before
 
 
 def test_a_cron_file_cron_would_ignore_gets_its_mode_fixed(root):
-    apply(boothooks.plan_install(root, RELEASE, "modules"))
+    apply(boothooks.plan_install(root.system, RELEASE, "modules"))
     cron = root.path(CRON_FILE)
     os.chmod(cron, 0o666)
-    plan = boothooks.plan_install(root, RELEASE, "modules")
+    plan = boothooks.plan_install(root.system, RELEASE, "modules")
     assert [c.summary for c in plan] == [f"{CRON_FILE}: mode 0666 uid 0 -> 0644 root:root"]
     apply(plan)
     assert mode_of(cron) == 0o644
@@ -134,32 +138,32 @@ def test_a_cron_file_cron_would_ignore_gets_its_mode_fixed(root):
 def test_rc_local_style_adds_one_line_through_the_link_and_switching_back_removes_it(root):
     rc_local = root.path("/etc/rc.d/rc.local")
     original = rc_local.read_text()
-    apply(boothooks.plan_install(root, RELEASE, "rc.local"))
+    apply(boothooks.plan_install(root.system, RELEASE, "rc.local"))
     assert root.path(RC_LOCAL).is_file() and rc_local.read_text().count(boothooks.MARKER) == 1
     assert root.path("/etc/rc.local").is_symlink() and mode_of(rc_local) == 0o755
     assert not root.path(MODULES_SCRIPT).exists()
-    assert not boothooks.plan_install(root, RELEASE, "rc.local")
-    apply(boothooks.plan_install(root, RELEASE, "modules"))
+    assert not boothooks.plan_install(root.system, RELEASE, "rc.local")
+    apply(boothooks.plan_install(root.system, RELEASE, "modules"))
     assert rc_local.read_text() == original
     assert root.path(MODULES_SCRIPT).is_file()
 
 
 def test_remove_takes_only_what_carries_the_marker(root):
-    apply(boothooks.plan_install(root, RELEASE, "rc.local"))
+    apply(boothooks.plan_install(root.system, RELEASE, "rc.local"))
     foreign = root.path(MODULES_SCRIPT)
     foreign.write_text("#!/bin/sh\n/sbin/modprobe toa\n")
-    apply(boothooks.plan_remove(root))
+    apply(boothooks.plan_remove(root.system))
     assert foreign.read_text() == "#!/bin/sh\n/sbin/modprobe toa\n"
     assert not root.path(CRON_FILE).exists()
     assert boothooks.MARKER not in root.path(RC_LOCAL).read_text()
     assert root.path("/etc/cron.d/0hourly").is_file()
-    assert not boothooks.plan_remove(root)
+    assert not boothooks.plan_remove(root.system)
 
 
 def test_dry_run_shows_the_files_and_writes_nothing(root):
     before = snapshot(root.base)
     lines: list[str] = []
-    boothooks.plan_install(root, RELEASE, "modules").apply(True, echo=lines.append)
+    boothooks.plan_install(root.system, RELEASE, "modules").apply(True, echo=lines.append)
     assert snapshot(root.base) == before
     text = "\n".join(lines)
     assert "+++ b/etc/cron.d/toa" in text and "modprobe toa" in text
@@ -168,10 +172,10 @@ def test_dry_run_shows_the_files_and_writes_nothing(root):
 def test_problems_name_missing_directories(root):
     shutil.rmtree(root.path("/etc/sysconfig/modules"))
     shutil.rmtree(root.path("/etc/cron.d"))
-    messages = [p.message for p in boothooks.problems(root, "modules")]
+    messages = [p.message for p in boothooks.problems(root.system, "modules")]
     assert any("/etc/sysconfig/modules" in m for m in messages)
     assert any("/etc/cron.d" in m and "cron" in m for m in messages)
-    assert [p.fix for p in boothooks.problems(root, "rc.local") if "sysconfig" in p.message] == []
+    assert [p.fix for p in boothooks.problems(root.system, "rc.local") if "sysconfig" in p.message] == []
 
 
 # --- running the scripts ----------------------------------------------------------------

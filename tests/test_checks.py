@@ -9,6 +9,7 @@ from verify_support import CMDLINE, OLD, ROOT_ARGS, TOA, TOA_STATS, grub_conf, m
 
 from toa_kernel.boot import hooks as boothooks
 from toa_kernel.core.errors import UserError
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.checks import (
     CHECK_SETS,
@@ -25,8 +26,13 @@ from toa_kernel.verify.facts import BootHooks, Facts, FileFact, gather, grub_fac
 EXPECT = Expectation(release=TOA, release_source="test")
 
 
+def local(root) -> LocalSystem:
+    """The checks are pure: their facts come from this machine (gathering over SSH: test_facts)."""
+    return LocalSystem(Root.of(root))
+
+
 def judge(tmp_path, expect=EXPECT, checks=None, **state):
-    facts = gather(Root.of(make_root(tmp_path, **state)))
+    facts = gather(local(make_root(tmp_path, **state)))
     return {r.name: r for r in run_checks(select(checks), facts, expect)}
 
 
@@ -128,7 +134,7 @@ def test_cron_world_writable(tmp_path):
 def test_cron_group_writable_and_not_root_owned(tmp_path):
     root = make_root(tmp_path, cron_mode=0o664)
     os.chown(root / "etc/cron.d/toa", 1000, 1000)
-    cron = {r.name: r for r in run_checks(select("cron"), gather(Root.of(root)), EXPECT)}["cron"]
+    cron = {r.name: r for r in run_checks(select("cron"), gather(local(root)), EXPECT)}["cron"]
     assert cron.status is Status.FAIL
     assert "owned by uid 1000, not root" in cron.reason and "group-writable" in cron.reason
 
@@ -136,7 +142,7 @@ def test_cron_group_writable_and_not_root_owned(tmp_path):
 def test_cron_missing(tmp_path):
     root = make_root(tmp_path)
     (root / "etc/cron.d/toa").unlink()
-    result = run_checks(select("cron"), gather(Root.of(root)), EXPECT)[0]
+    result = run_checks(select("cron"), gather(local(root)), EXPECT)[0]
     assert result.status is Status.FAIL and "no /etc/cron.d/toa" in result.reason
 
 
@@ -169,14 +175,14 @@ def test_startup_by_rc_local(tmp_path):
 def test_nothing_loads_toa_at_boot(tmp_path):
     root = make_root(tmp_path)
     (root / "etc/sysconfig/modules/toa.modules").unlink()
-    result = run_checks(select("startup"), gather(Root.of(root)), EXPECT)[0]
+    result = run_checks(select("startup"), gather(local(root)), EXPECT)[0]
     assert result.status is Status.FAIL and "nothing loads toa at boot" in result.reason
 
 
 def test_commented_modprobe_does_not_count(tmp_path):
     root = make_root(tmp_path, startup="rc.local")
     (root / "etc/rc.d/rc.local").write_text("#!/bin/sh\n# modprobe toa\n")
-    result = run_checks(select("startup"), gather(Root.of(root)), EXPECT)[0]
+    result = run_checks(select("startup"), gather(local(root)), EXPECT)[0]
     assert result.status is Status.FAIL
 
 
@@ -195,12 +201,12 @@ def test_kernel_log_ending_with_unload(tmp_path):
 def test_module_not_in_modules_dep(tmp_path):
     root = make_root(tmp_path)
     (root / f"lib/modules/{TOA}/modules.dep").write_text("kernel/fs/ext4/ext4.ko:\n")
-    result = run_checks(select("module-installed"), gather(Root.of(root)), EXPECT)[0]
+    result = run_checks(select("module-installed"), gather(local(root)), EXPECT)[0]
     assert result.status is Status.FAIL and result.fix == f"run 'depmod -a {TOA}'"
 
 
 def test_grub_without_a_toa_entry(tmp_path):
-    facts = gather(Root.of(make_root(tmp_path, running=OLD)))
+    facts = gather(local(make_root(tmp_path, running=OLD)))
     results = run_checks(select("boot"), facts, Expectation(release="2.6.32-other"))
     assert [r.status for r in results] == [Status.FAIL, Status.PASS, Status.FAIL]
     assert "has no entry for 2.6.32-other" in results[0].reason

@@ -11,6 +11,7 @@ import pytest
 from verify_support import CMDLINE, OLD, TOA, grub_conf, make_root, write
 
 from toa_kernel.core.errors import UserError
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.system.runtime import read_kernel_log
 from toa_kernel.verify.facts import (
@@ -24,8 +25,8 @@ from toa_kernel.verify.facts import (
 from toa_kernel.verify.factsfile import load_facts, loads_facts
 
 
-def test_gather_reads_every_fact_of_a_good_system(tmp_path):
-    facts = gather(Root.of(make_root(tmp_path)))
+def test_gather_reads_every_fact_of_a_good_system(tmp_path, node):
+    facts = gather(node.open(make_root(tmp_path)))
 
     assert facts.schema == SCHEMA_VERSION
     assert facts.release == TOA
@@ -78,47 +79,47 @@ def test_toa_stats_with_a_broken_row_names_it():
     assert parse_toa_stats("garbage\n").problem.startswith("unexpected header")
 
 
-def test_missing_toa_stats_is_a_fact_not_an_unknown(tmp_path):
-    facts = gather(Root.of(make_root(tmp_path, toa_loaded=False)))
+def test_missing_toa_stats_is_a_fact_not_an_unknown(tmp_path, node):
+    facts = gather(node.open(make_root(tmp_path, toa_loaded=False)))
     assert facts.toa_stats.present is False
     assert "toa" not in facts.loaded_modules
 
 
-def test_root_without_proc_leaves_running_facts_unknown(tmp_path):
+def test_root_without_proc_leaves_running_facts_unknown(tmp_path, node):
     root = make_root(tmp_path)
     for path in sorted(root.joinpath("proc").rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     root.joinpath("proc").rmdir()
-    facts = gather(Root.of(root))
+    facts = gather(node.open(root))
     assert facts.release is None and facts.cmdline is None and facts.loaded_modules is None
     assert facts.toa_stats is None and facts.module is None
     assert facts.grub.default_entry.release == TOA  # files on disk are still read
 
 
-def test_grub_conf_found_through_the_etc_link_only(tmp_path):
+def test_grub_conf_found_through_the_etc_link_only(tmp_path, node):
     root = make_root(tmp_path)
     (root / "boot/grub/menu.lst").unlink()
     (root / "boot/grub/grub.conf").rename(root / "boot/grub/real.conf")
     (root / "etc/grub.conf").unlink()
     (root / "etc/grub.conf").symlink_to("/boot/grub/real.conf")  # absolute: inside the root
-    grub = gather(Root.of(root)).grub
+    grub = gather(node.open(root)).grub
     assert grub.found and grub.path == "/boot/grub/real.conf"
     assert len(grub.entries) == 2
 
 
-def test_no_grub_conf_is_reported(tmp_path):
+def test_no_grub_conf_is_reported(tmp_path, node):
     root = make_root(tmp_path)
     for name in ("etc/grub.conf", "boot/grub/menu.lst", "boot/grub/grub.conf"):
         (root / name).unlink()
-    grub = gather(Root.of(root)).grub
+    grub = gather(node.open(root)).grub
     assert not grub.found and "no /boot/grub/grub.conf" in grub.problem
 
 
-def test_grub_default_saved_reads_boot_grub_default(tmp_path):
+def test_grub_default_saved_reads_boot_grub_default(tmp_path, node):
     root = make_root(tmp_path, grub_default="saved")
-    assert gather(Root.of(root)).grub.default_index is None
+    assert gather(node.open(root)).grub.default_index is None
     write(root, "/boot/grub/default", "1\n")
-    grub = gather(Root.of(root)).grub
+    grub = gather(node.open(root)).grub
     assert (grub.default, grub.default_index) == ("saved", 1)
 
 
@@ -128,9 +129,9 @@ def test_grub_default_past_the_last_entry_is_what_grub_boots():
     assert grub.default_index == 1  # GRUB 0.97 takes the fallback entry
 
 
-def test_ipv6_decision_order(tmp_path):
+def test_ipv6_decision_order(tmp_path, node):
     root = make_root(tmp_path, ipv6="")  # no /boot/config-R for the TOA release
-    r = Root.of(root)
+    r = node.open(root)
     assert read_ipv6(r, TOA).mode == "unknown"
 
     write(root, "/proc/net/if_inet6", "00000000000000000000000000000001 01 80 10 80       lo\n")
@@ -152,55 +153,57 @@ def test_ipv6_decision_order(tmp_path):
     assert (read_ipv6(r, TOA).mode, read_ipv6(r, TOA).source) == ("absent", f"/boot/config-{TOA}")
 
 
-def test_ipv6_module_loaded_on_a_kernel_without_config(tmp_path):
+def test_ipv6_module_loaded_on_a_kernel_without_config(tmp_path, node):
     root = make_root(tmp_path, running=OLD, ipv6="")
     os.unlink(root / f"boot/config-{OLD}")
     dep = root / f"lib/modules/{OLD}/modules.dep"
     dep.write_text("kernel/fs/ext4/ext4.ko:\n")
     (root / "proc/modules").write_text("ipv6 322899 30 - Live 0xffffffffa0070000\n")
-    assert read_ipv6(Root.of(root), OLD).mode == "module"
+    assert read_ipv6(node.open(root), OLD).mode == "module"
 
 
-def test_old_style_absolute_modules_dep(tmp_path):
-    facts = gather(Root.of(make_root(tmp_path, dep_style="absolute")))
+def test_old_style_absolute_modules_dep(tmp_path, node):
+    facts = gather(node.open(make_root(tmp_path, dep_style="absolute")))
     assert facts.module.in_modules_dep is True
 
 
-def test_module_file_without_modules_dep(tmp_path):
+def test_module_file_without_modules_dep(tmp_path, node):
     root = make_root(tmp_path)
     (root / f"lib/modules/{TOA}/modules.dep").unlink()
-    module = gather(Root.of(root)).module
+    module = gather(node.open(root)).module
     assert module.files and module.in_modules_dep is None
 
 
 def test_kernel_log_on_the_live_system_uses_dmesg_only():
-    log = read_kernel_log(Root.of("/"), dmesg=lambda: "[    4.1] TOA: toa loaded\n[    4.2] eth0: link up\n")
+    log = read_kernel_log(
+        LocalSystem(Root.of("/")), dmesg=lambda: "[    4.1] TOA: toa loaded\n[    4.2] eth0: link up\n"
+    )
     assert log.sources == ["dmesg"]
     assert log.lines == ["[    4.1] TOA: toa loaded"]
 
 
-def test_kernel_log_reads_dmesg_and_messages_files_under_a_root(tmp_path):
+def test_kernel_log_reads_dmesg_and_messages_files_under_a_root(tmp_path, node):
     root = make_root(tmp_path, messages=None)
     write(root, "/var/log/dmesg", "TOA: toa loaded\nOther line\n")
-    log = read_kernel_log(Root.of(root))
+    log = read_kernel_log(node.open(root))
     assert log.sources == ["/var/log/dmesg"]
     assert log.lines == ["TOA: toa loaded"]
 
 
-def test_kernel_log_missing_everywhere(tmp_path):
-    log = read_kernel_log(Root.of(make_root(tmp_path, messages=None)))
+def test_kernel_log_missing_everywhere(tmp_path, node):
+    log = read_kernel_log(node.open(make_root(tmp_path, messages=None)))
     assert log.sources == [] and "no kernel log" in log.problem
 
 
 def test_gather_on_the_live_system_reads_without_failing():
-    facts = gather(Root.of("/"), dmesg=lambda: "")
+    facts = gather(LocalSystem(Root.of("/")), dmesg=lambda: "")
     assert facts.release == platform.release()
     assert facts.cmdline is not None
     json.loads(facts.to_json())
 
 
-def test_facts_round_trip_through_json(tmp_path):
-    facts = gather(Root.of(make_root(tmp_path)))
+def test_facts_round_trip_through_json(tmp_path, node):
+    facts = gather(node.open(make_root(tmp_path)))
     path = tmp_path / "facts.json"
     path.write_text(facts.to_json())
     assert load_facts(path) == facts

@@ -28,6 +28,7 @@ from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.layout import CRON_FILE, MODULES_SCRIPT
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir
+from toa_kernel.system.api import FileStat, System
 from toa_kernel.system.rootfs import Root
 
 CORPUS = Path(__file__).resolve().parent / "grub_corpus"
@@ -51,6 +52,12 @@ def grub_root(tmp_path: Path, data: bytes) -> tuple[Path, Settings]:
     return root, settings
 
 
+def grub_node(tmp_path: Path, data: bytes, node) -> tuple[Path, Settings, System]:
+    """``grub_root`` reached as a System of the kind under test (locally or over SSH)."""
+    root, settings = grub_root(tmp_path, data)
+    return root, settings, node.open(root)
+
+
 def physical_lines(data: bytes) -> list[bytes]:
     return data.splitlines(keepends=True)
 
@@ -64,27 +71,27 @@ def physical_lines(data: bytes) -> list[bytes]:
     ],
     ids=["crlf", "no-final-newline", "latin-1-comment"],
 )
-def test_grub_conf_edit_changes_only_its_lines_and_rollback_gives_the_bytes_back(tmp_path, data):
-    root, settings = grub_root(tmp_path, data)
+def test_grub_conf_edit_changes_only_its_lines_and_rollback_gives_the_bytes_back(tmp_path, data, node):
+    root, settings, system = grub_node(tmp_path, data, node)
     conf = root / "boot" / "grub" / "grub.conf"
-    configure_grub(settings, TOA, console=quiet())
+    configure_grub(settings, TOA, console=quiet(), system=system)
     edited = conf.read_bytes()
     removed = Counter(physical_lines(data)) - Counter(physical_lines(edited))
     assert sum(removed.values()) <= 2  # default= (and fallback=) changed; every other line kept whole
     new = physical_lines(edited)
     if b"\r\n" in data:
         assert all(line.endswith(b"\r\n") for line in new)
-    rollback(settings, console=quiet())
+    rollback(settings, console=quiet(), system=system)
     assert conf.read_bytes() == data
 
 
-def test_the_diff_a_dry_run_shows_is_what_the_write_changes(tmp_path):
+def test_the_diff_a_dry_run_shows_is_what_the_write_changes(tmp_path, node):
     data = (CORPUS / "crlf.conf").read_bytes()
-    root, settings = grub_root(tmp_path, data)
+    root, settings, system = grub_node(tmp_path, data, node)
     output = io.StringIO()
-    configure_grub(settings, TOA, dry_run=True, console=Console(stream=output))
+    configure_grub(settings, TOA, dry_run=True, console=Console(stream=output), system=system)
     changed_in_diff = [line for line in output.getvalue().splitlines() if line.strip().startswith(("+", "-"))]
-    configure_grub(settings, TOA, console=quiet())
+    configure_grub(settings, TOA, console=quiet(), system=system)
     edited = (root / "boot" / "grub" / "grub.conf").read_bytes()
     old, new = Counter(physical_lines(data)), Counter(physical_lines(edited))
     changed = sum((old - new).values()) + sum((new - old).values())
@@ -94,22 +101,22 @@ def test_the_diff_a_dry_run_shows_is_what_the_write_changes(tmp_path):
 # --- 12. messages about grub.conf links and backups ---------------------------------------------
 
 
-def test_a_dangling_grub_conf_link_is_called_dangling(tmp_path):
+def test_a_dangling_grub_conf_link_is_called_dangling(tmp_path, node):
     root = centos6_root(tmp_path / "root")
     (root / "boot" / "grub" / "grub.conf").unlink()
     with pytest.raises(UserError) as caught:
-        GrubFile.read(Root.of(root))
+        GrubFile.read(node.open(root))
     assert (
         "dangling symbolic link" in caught.value.message and "../boot/grub/grub.conf" in caught.value.message
     )
 
 
-def test_a_grub_conf_link_loop_has_a_fix(tmp_path):
+def test_a_grub_conf_link_loop_has_a_fix(tmp_path, node):
     root = centos6_root(tmp_path / "root")
     (root / "boot" / "grub" / "grub.conf").unlink()
     (root / "boot" / "grub" / "grub.conf").symlink_to("/etc/grub.conf")
     with pytest.raises(UserError) as caught:
-        GrubFile.read(Root.of(root))
+        GrubFile.read(node.open(root))
     assert "loop" in caught.value.message
     assert "ln" in caught.value.fix or "link" in caught.value.fix
 
@@ -139,14 +146,14 @@ def test_a_corrupt_manifest_is_explained_without_advising_to_delete_the_install_
 
 
 @pytest.fixture
-def admin_root(tmp_path: Path) -> Root:
+def admin_root(tmp_path: Path, node) -> System:
     """A CentOS 6 root whose /etc/cron.d/toa is the administrator's (mode 0640, uid 4242)."""
     root = Root.of(centos6_root(tmp_path / "root"))
     cron = root.path(CRON_FILE)
     cron.write_bytes(ADMIN_CRON)
     os.chmod(cron, 0o640)
     os.chown(cron, 4242, 4343)
-    return root
+    return node.open(root.base)
 
 
 def test_a_hook_file_not_ours_is_refused_with_a_take_over_flag_named(admin_root):
@@ -158,26 +165,22 @@ def test_a_hook_file_not_ours_is_refused_with_a_take_over_flag_named(admin_root)
 
 
 def test_a_taken_over_hook_comes_back_with_its_bytes_mode_and_owner(admin_root):
-    cron = admin_root.path(CRON_FILE)
+    root = Root.of(admin_root.root)
+    cron = root.path(CRON_FILE)
     taken: dict = {}
 
-    def remember(system_path: str, backup: Path, st: os.stat_result) -> None:
-        taken[system_path] = {
-            "backup": admin_root.system_path(backup),
-            "mode": stat.S_IMODE(st.st_mode),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-        }
+    def remember(system_path: str, backup: str, st: FileStat) -> None:
+        taken[system_path] = {"backup": backup, "mode": st.mode, "uid": st.uid, "gid": st.gid}
 
     boothooks.plan_install(admin_root, TOA, "modules", on_backup=remember).apply(False, echo=lambda _: None)
     assert boothooks.is_ours(cron.read_text())
-    backup = admin_root.path(taken[CRON_FILE]["backup"])
+    backup = root.path(taken[CRON_FILE]["backup"])
     assert backup.name.startswith(".toa.toa-backup-")  # cron ignores dot files in cron.d
     boothooks.plan_remove(admin_root, taken).apply(False, echo=lambda _: None)
     st = cron.stat()
     assert cron.read_bytes() == ADMIN_CRON
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 4242, 4343)
-    assert not admin_root.path(MODULES_SCRIPT).exists()  # that one we created: it is gone
+    assert not root.path(MODULES_SCRIPT).exists()  # that one we created: it is gone
     assert not boothooks.plan_remove(admin_root, taken)
 
 
@@ -199,7 +202,7 @@ def test_install_taking_over_and_rollback_leave_the_administrators_file_as_it_wa
     os.chown(cron, 4242, 0)
     sandbox.install(take_over_hooks=True)
     assert boothooks.is_ours(cron.read_text())
-    rollback(sandbox.settings, console=quiet())
+    sandbox.rollback()
     st = cron.stat()
     assert cron.read_bytes() == ADMIN_CRON and (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 4242)
 
@@ -221,8 +224,9 @@ HOLD_SYSTEM_LOCK = textwrap.dedent(
 )
 
 
-def test_a_second_run_on_the_same_root_stops_whatever_its_work_directory(tmp_path):
+def test_a_second_run_on_the_same_root_stops_whatever_its_work_directory(tmp_path, node):
     root, _ = grub_root(tmp_path, (CORPUS / "centos6-boot-partition.conf").read_bytes())
+    where = node.flags(root)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_SYSTEM_LOCK, str(root)],
         stdout=subprocess.PIPE,
@@ -232,18 +236,15 @@ def test_a_second_run_on_the_same_root_stops_whatever_its_work_directory(tmp_pat
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(root)
-        done = run_invoke(
-            "grub", "--release", TOA, "--root", str(root), "--workdir", str(tmp_path / "other-work")
-        )
+        done = run_invoke("grub", "--release", TOA, *where, "--workdir", str(tmp_path / "other-work"))
         assert done.returncode == 3, done.stderr
-        assert f"the lock of the system under {root}" in done.stderr and f"pid {holder.pid}" in done.stderr
+        assert "another toa-kernel run holds the lock" in done.stderr and str(holder.pid) in done.stderr
+        assert ("on root@127.0.0.1" if node.remote else f"the lock of the system under {root}") in done.stderr
         assert snapshot(root) == before
     finally:
         holder.kill()
         holder.wait()
-    done = run_invoke(
-        "grub", "--release", TOA, "--root", str(root), "--workdir", str(tmp_path / "other-work")
-    )
+    done = run_invoke("grub", "--release", TOA, *where, "--workdir", str(tmp_path / "other-work"))
     assert done.returncode == 0, done.stderr
     assert (root / "var" / "lock" / "toa-kernel.lock").is_file()
 
@@ -252,17 +253,16 @@ LOGGED = 'echo "installkernel $*" >> "$ROOT/var/log/installkernel.log"\n'
 
 
 @pytest.mark.slow
-def test_two_install_kernel_processes_on_one_root_never_interleave(tmp_path, build_section):
-    sandbox = Sandbox(tmp_path / "a", build_section)
+def test_two_install_kernel_processes_on_one_root_never_interleave(tmp_path, build_section, node):
+    sandbox = Sandbox(tmp_path / "a", build_section, node)
     script = sandbox.path("/sbin/installkernel")
     text = script.read_text()
     assert LOGGED in text
     script.write_text(text.replace(LOGGED, LOGGED + "sleep 4\n", 1))  # holds the lock a while
     other = Workdir(tmp_path / "b" / "work").ensure()
     other.update_manifest("build", build_section)
-    root = str(sandbox.root.base)
     first = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), "install-kernel", "--root", root,
+        [sys.executable, "-m", "invoke", "-r", str(PROJECT_DIR), "install-kernel", *sandbox.flags,
          "--workdir", str(sandbox.workdir.path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -274,9 +274,9 @@ def test_two_install_kernel_processes_on_one_root_never_interleave(tmp_path, bui
         deadline = time.monotonic() + 60
         while not log.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        second = run_invoke("install-kernel", "--root", root, "--workdir", str(other.path))
+        second = run_invoke("install-kernel", *sandbox.flags, "--workdir", str(other.path))
         assert second.returncode == 3, second.stderr
-        assert "another toa-kernel run holds the lock of the system" in second.stderr
+        assert "another toa-kernel run holds the lock" in second.stderr
         assert f"pid {first.pid}" in second.stderr
     finally:
         _, err = first.communicate(timeout=120)
@@ -301,7 +301,7 @@ def test_a_failed_installkernel_names_what_it_left_and_rollback_removes_it(sandb
     assert f"left behind: {modules}" in caught.value.message
     assert "invoke rollback" in caught.value.fix and "invoke install-kernel" in caught.value.fix
     assert sandbox.path(GRUB).read_bytes() == grub_before and sandbox.path(modules).is_dir()
-    report = rollback(sandbox.settings, console=quiet())
+    report = sandbox.rollback()
     assert not sandbox.path(modules).exists()
     assert any(modules in change for change in report.changes)
     assert sandbox.path(GRUB).read_bytes() == grub_before

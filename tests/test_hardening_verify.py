@@ -19,10 +19,15 @@ from verify_support import make_root
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.facts import gather
 from toa_kernel.verify.factsfile import load_facts
 from toa_kernel.verify.serve import serve
+
+
+def local(root) -> LocalSystem:
+    return LocalSystem(Root.of(root))
 
 
 def finishes(action, seconds: float = 10.0):
@@ -87,7 +92,7 @@ def test_gathering_facts_from_a_root_with_fifos_in_proc_and_logs_finishes(tmp_pa
     for system_path in ("proc/cmdline", "var/log/messages"):
         (root / system_path).unlink()
         os.mkfifo(root / system_path)
-    facts = finishes(lambda: gather(Root.of(root), dmesg=lambda: ""))
+    facts = finishes(lambda: gather(local(root), dmesg=lambda: ""))
     assert facts.cmdline is None and facts.release == "2.6.32-toa"
 
 
@@ -125,7 +130,7 @@ def test_eight_slow_clients_do_not_starve_a_normal_request(tmp_path):
 
     def run() -> None:
         holder["report"] = serve(
-            Root.of(root),
+            local(root),
             Console(stream=io.StringIO()),
             bind="127.0.0.1",
             port=0,

@@ -36,6 +36,7 @@ from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.fileops import backups_of
 from toa_kernel.core.state import Workdir
 from toa_kernel.source.loopback import serve_directory
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 
 
@@ -63,10 +64,14 @@ def test_install_puts_kernel_modules_hooks_and_default_entry_in_the_root(sandbox
     original = sandbox.path(GRUB).read_text()
     report = sandbox.install()
     release = sandbox.release
-    files = KernelFiles(sandbox.root, release)
+    files = KernelFiles(sandbox.system, release)
     for path in (files.vmlinuz, files.system_map, files.initramfs):
-        assert path.is_file(), path
+        assert sandbox.path(path).is_file(), path
     assert files.toa_modules() and files.dep_knows_toa()
+    built = preflight.build_artifacts(sandbox.workdir)
+    assert sandbox.path(files.vmlinuz).read_bytes() == built.bzimage.read_bytes()
+    assert not sandbox.path(files.stage).exists()  # the staging directory on the system is gone
+    assert not sandbox.path(f"/lib/modules/{release}/build").is_symlink()  # no link to this machine's tree
     log = sandbox.path("/var/log/installkernel.log").read_text()
     assert f"installkernel {release} " in log and log.rstrip().endswith(str(sandbox.path("/boot")))
     config = sandbox.grub_config()
@@ -109,13 +114,14 @@ def test_dry_run_prints_commands_and_diffs_and_writes_nothing(sandbox):
 
 
 @pytest.mark.slow
-def test_without_installkernel_the_kernel_is_copied_and_an_entry_added(tmp_path, build_section):
-    sandbox = Sandbox(tmp_path, build_section, installkernel=False)
+def test_without_installkernel_the_kernel_is_copied_and_an_entry_added(tmp_path, build_section, node):
+    sandbox = Sandbox(tmp_path, build_section, node, installkernel=False)
     error = unchanged(sandbox, sandbox.install)
     assert "--no-initramfs" in problems_of(error)
     report = sandbox.install(initramfs=False)
-    files = KernelFiles(sandbox.root, sandbox.release)
-    assert files.vmlinuz.is_file() and files.config.is_file() and not files.initramfs.exists()
+    files = KernelFiles(sandbox.system, sandbox.release)
+    assert sandbox.path(files.vmlinuz).is_file() and sandbox.path(files.config).is_file()
+    assert not sandbox.path(files.initramfs).exists()
     entry = sandbox.grub_config().entries[0]
     assert entry.release == sandbox.release and entry.initrd is None
     assert any("no initramfs" in note for note in report.notes)
@@ -123,8 +129,8 @@ def test_without_installkernel_the_kernel_is_copied_and_an_entry_added(tmp_path,
 
 
 @pytest.mark.slow
-def test_one_partition_root_gets_boot_relative_paths(tmp_path, build_section):
-    sandbox = Sandbox(tmp_path, build_section, separate_boot=False, installkernel=False)
+def test_one_partition_root_gets_boot_relative_paths(tmp_path, build_section, node):
+    sandbox = Sandbox(tmp_path, build_section, node, separate_boot=False, installkernel=False)
     sandbox.install(initramfs=False)
     assert sandbox.grub_config().entries[0].kernel == f"/boot/vmlinuz-{sandbox.release}"
 
@@ -141,11 +147,12 @@ def test_rc_local_startup_and_extra_kernel_arguments(sandbox):
 @pytest.mark.slow
 def test_modules_dep_without_toa_is_repaired_with_depmod(sandbox, tmp_path):
     sandbox.install()
-    files = KernelFiles(sandbox.root, sandbox.release)
-    files.modules_dep.write_text("")
+    files = KernelFiles(sandbox.system, sandbox.release)
+    sandbox.path(files.modules_dep).write_text("")
     artifacts = preflight.build_artifacts(sandbox.workdir)
     notes = check_installed(files, artifacts, True, CommandLog(tmp_path / "depmod.log"))
     assert files.dep_knows_toa() and any("depmod" in note for note in notes)
+    assert f"on {sandbox.system.label}" in (tmp_path / "depmod.log").read_text()
 
 
 # --- preflight: every failure stops before anything is written ---------------------------
@@ -237,19 +244,21 @@ def test_a_root_whose_boot_leads_outside_is_refused(sandbox, tmp_path):
 
 
 def test_live_root_needs_root_privileges():
-    assert preflight.privileges(Root(Path("/")), euid=1000)
-    assert not preflight.privileges(Root(Path("/")), euid=0)
-    assert not preflight.privileges(Root(Path("/tmp")), euid=1000)
+    assert preflight.privileges(LocalSystem(Root(Path("/"))), euid=1000)
+    assert not preflight.privileges(LocalSystem(Root(Path("/"))), euid=0)
+    assert not preflight.privileges(LocalSystem(Root(Path("/tmp"))), euid=1000)
 
 
 @pytest.mark.slow
-def test_an_install_recorded_for_another_root_must_be_rolled_back_first(sandbox, tmp_path, build_section):
+def test_an_install_recorded_for_another_root_must_be_rolled_back_first(
+    sandbox, tmp_path, build_section, node
+):
     sandbox.install()
-    other = Sandbox(tmp_path / "other", build_section)
+    other = Sandbox(tmp_path / "other", build_section, node)
     other.workdir = sandbox.workdir
     other.settings = other.settings.with_(workdir=sandbox.workdir.path)
     error = unchanged(other, other.install)
-    assert "invoke rollback --root" in error.fix
+    assert f"invoke rollback {sandbox.system.flags}'" in error.fix
 
 
 def test_kernel_arguments_come_from_grub_dir_and_the_flag(sandbox, tmp_path):
@@ -303,9 +312,10 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from toa_kernel.boot.grubstep import GrubFile, guarded_write
+    from toa_kernel.system.local import LocalSystem
     from toa_kernel.system.rootfs import Root
 
-    root = Root.of(sys.argv[1])
+    root = LocalSystem(Root.of(sys.argv[1]))
     texts = [Path(sys.argv[2]).read_text(), Path(sys.argv[3]).read_text()]
     print("ready", flush=True)
     while True:
@@ -363,6 +373,8 @@ def test_sigkill_during_grub_conf_writes_leaves_old_or_new_never_a_mix(sandbox, 
         for backup in backups_of(sandbox.path(GRUB)):
             with contextlib.suppress(FileNotFoundError):
                 backup.unlink()
+        for temporary in sandbox.path("/boot/grub").glob(".grub.conf.*"):
+            temporary.unlink()  # the killed writer's temporary file: never grub.conf itself
 
 
 # --- the whole chain -----------------------------------------------------------------------
@@ -374,8 +386,9 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_fetch_build_install_rollback_chain_into_a_sandbox_root(tmp_path, sample_tarball):
+def test_fetch_build_install_rollback_chain_into_a_sandbox_root(tmp_path, sample_tarball, node):
     root = centos6_root(tmp_path / "root")
+    where = node.flags(root)
     original = (root / "boot/grub/grub.conf").read_text()
     work = str(tmp_path / "work")
     with serve_directory(sample_tarball.parent) as base_url:
@@ -385,13 +398,13 @@ def test_fetch_build_install_rollback_chain_into_a_sandbox_root(tmp_path, sample
     assert built.returncode == 0, built.stderr + built.stdout
     release = Workdir(Path(work)).section("build")["release"]
 
-    dry = invoke("install-kernel", "--workdir", work, "--root", str(root), "--dry-run")
+    dry = invoke("install-kernel", "--workdir", work, *where, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert (
         "+++ b/boot/grub/grub.conf" in dry.stdout and (root / "boot/grub/grub.conf").read_text() == original
     )
 
-    installed = invoke("install-kernel", "--workdir", work, "--root", str(root), "--json")
+    installed = invoke("install-kernel", "--workdir", work, *where, "--json")
     assert installed.returncode == 0, installed.stderr
     report = json.loads(installed.stdout)
     assert report["release"] == release and report["default_entry"] == 0 and report["fallback_entry"] == 1
@@ -399,28 +412,38 @@ def test_fetch_build_install_rollback_chain_into_a_sandbox_root(tmp_path, sample
     assert config.entries[0].release == release and "nohz=off" in config.entries[0].kernel_args
     assert (root / f"lib/modules/{release}/modules.dep").read_text().count("toa.ko:") == 1
 
-    again = invoke("install-kernel", "--workdir", work, "--root", str(root), "--json")
+    again = invoke("install-kernel", "--workdir", work, *where, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["changes"] == []
 
-    running = invoke("install-kernel", "--workdir", work, "--root", str(root / "nonexistent"))
+    elsewhere = [str(root / "nonexistent") if arg == str(root) else arg for arg in where]
+    running = invoke("install-kernel", "--workdir", work, *elsewhere)
     assert running.returncode == 2 and "--root" in running.stderr
 
-    rolled = invoke("rollback", "--workdir", work, "--root", str(root), "--json")
+    rolled = invoke("rollback", "--workdir", work, *where, "--json")
     assert rolled.returncode == 0, rolled.stderr
     assert (root / "boot/grub/grub.conf").read_text() == original
     assert (root / f"boot/vmlinuz-{release}").is_file()
 
 
-def test_commands_for_the_live_root_are_the_vendors_and_a_sandbox_never_runs_the_hosts(sandbox):
+def test_the_system_runs_its_own_installkernel_on_its_own_boot_never_the_hosts(sandbox, tmp_path):
     artifacts = preflight.build_artifacts(sandbox.workdir)
-    live = Root(Path("/"))
-    assert modules_install_command(live, artifacts) == ["make", "-C", str(artifacts.tree), "modules_install"]
-    if root_installkernel(live) is not None:
-        assert kernel_install_command(live, artifacts) == ["make", "-C", str(artifacts.tree), "install"]
-    assert modules_install_command(sandbox.root, artifacts)[-1] == f"INSTALL_MOD_PATH={sandbox.root.base}"
-    command = kernel_install_command(sandbox.root, artifacts)
-    assert command[0] == str(sandbox.path("/sbin/installkernel")) and command[-1] == str(
-        sandbox.path("/boot")
-    )
+    stage = tmp_path / "stage"
+    assert modules_install_command(artifacts, stage) == [
+        "make", "-C", str(artifacts.tree), "modules_install", f"INSTALL_MOD_PATH={stage}"
+    ]  # fmt: skip
+    files = KernelFiles(sandbox.system, sandbox.release)
+    command = kernel_install_command(files)
+    assert command[0] == str(sandbox.path("/sbin/installkernel")) == root_installkernel(sandbox.system)
+    assert command[1] == sandbox.release and command[-1] == str(sandbox.path("/boot"))
+    assert command[2:4] == [
+        str(sandbox.path(files.stage + "/vmlinuz")),
+        str(sandbox.path(files.stage + "/System.map")),
+    ]
+    sandbox.path("/sbin/installkernel").chmod(0o644)  # not executable: not run
+    assert kernel_install_command(files) is None
     sandbox.path("/sbin/installkernel").unlink()
-    assert kernel_install_command(sandbox.root, artifacts) is None
+    assert kernel_install_command(files) is None
+    live = LocalSystem(Root(Path("/")))
+    if root_installkernel(live) is not None:
+        expected = live.resolve("/sbin/installkernel")  # /usr/sbin/... where /sbin is a link
+        assert kernel_install_command(KernelFiles(live, sandbox.release))[0] == expected

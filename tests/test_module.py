@@ -42,6 +42,7 @@ from toa_kernel.module.build import (
 from toa_kernel.module.distro import Distro, detect_distro, headers_command
 from toa_kernel.module.steps import SourceRequest, build_module, install_module, rollback_module
 from toa_kernel.source.loopback import serve_directory
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.checks import Status, run_checks
 from toa_kernel.verify.facts import gather
@@ -62,6 +63,10 @@ COMPILE_ERROR_LOG = """  CC [M]  /w/src/toa.o
 /w/src/toa.c:60:3: error: 'struct proto_ops' has no member named 'getname_old'
 make[1]: *** [scripts/Makefile.build:250: /w/src/toa.o] Error 1
 """
+
+
+def local(root) -> LocalSystem:
+    return LocalSystem(Root.of(root))
 
 
 def quiet() -> Console:
@@ -88,7 +93,7 @@ def settings_for(tmp_path: Path, root: Path | str = "/", **more: object) -> Sett
     ],
 )
 def test_distribution_and_headers_command(tmp_path, distro, family, command):
-    found = detect_distro(Root.of(make_root(tmp_path, distro)))
+    found = detect_distro(local(make_root(tmp_path, distro)))
     assert found.family == family
     argv = headers_command(found, "R")
     assert (" ".join(argv) if argv else None) == command
@@ -99,8 +104,8 @@ def test_suse_headers_follow_the_kernel_flavour():
 
 
 def test_distribution_versions_are_read(tmp_path):
-    assert detect_distro(Root.of(make_root(tmp_path, "centos6"))).version == "6.10"
-    assert detect_distro(Root.of(make_root(tmp_path, "sles11"))).version == "11.3"
+    assert detect_distro(local(make_root(tmp_path, "centos6"))).version == "6.10"
+    assert detect_distro(local(make_root(tmp_path, "sles11"))).version == "11.3"
 
 
 @pytest.mark.parametrize(
@@ -114,7 +119,7 @@ def test_distribution_versions_are_read(tmp_path):
     ],
 )
 def test_boot_style_follows_the_distribution(tmp_path, distro, systemd, style):
-    root = Root.of(make_root(tmp_path, distro, systemd=systemd))
+    root = local(make_root(tmp_path, distro, systemd=systemd))
     assert boot_style(detect_distro(root), systemd) == style
 
 
@@ -122,8 +127,8 @@ def test_boot_style_follows_the_distribution(tmp_path, distro, systemd, style):
 
 
 def test_missing_headers_name_the_exact_package(tmp_path):
-    root = Root.of(make_root(tmp_path, "centos7"))
-    facts = gather_kbuild_facts(root, "3.10.0-1160.el7.x86_64", detect_distro(root))
+    root = local(make_root(tmp_path, "centos7"))
+    facts = gather_kbuild_facts(root.fs, "3.10.0-1160.el7.x86_64", detect_distro(root))
     with pytest.raises(EnvironmentFailure) as caught:
         check_prereqs(facts)
     assert "/lib/modules/3.10.0-1160.el7.x86_64/build" in caught.value.message
@@ -131,9 +136,9 @@ def test_missing_headers_name_the_exact_package(tmp_path):
 
 
 def test_missing_headers_on_coreos_point_at_the_dev_container(tmp_path):
-    root = Root.of(make_root(tmp_path, "coreos"))
+    root = local(make_root(tmp_path, "coreos"))
     with pytest.raises(EnvironmentFailure) as caught:
-        check_prereqs(gather_kbuild_facts(root, "4.14.11-coreos", detect_distro(root)))
+        check_prereqs(gather_kbuild_facts(root.fs, "4.14.11-coreos", detect_distro(root)))
     assert "development container" in caught.value.fix
 
 
@@ -390,7 +395,7 @@ def test_a_web_page_instead_of_a_tarball_is_refused(tmp_path):
 
 
 def test_dry_run_with_install_deps_shows_the_package_command(tmp_path, capsys):
-    if detect_distro(Root.of("/")).family != "debian":
+    if detect_distro(local("/")).family != "debian":
         pytest.skip("the command asserted is Debian's")
     result = build_module(
         settings_for(tmp_path),
@@ -412,17 +417,18 @@ def installed_files(root: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_install_on_centos7_then_again_then_rollback(built, tmp_path):
+def test_install_on_centos7_then_again_then_rollback(built, tmp_path, node):
     _, record = built
     root = make_root(tmp_path, "centos7", releases=(HEADERS,))
     before = installed_files(root)
     settings = settings_for(tmp_path, root)
+    system = node.open(root)
     shutil.copytree(Path(record["ko"]).parent.parent.parent, settings.workdir)  # the build's workdir
 
-    dry = install_module(settings, quiet(), dry_run=True)
+    dry = install_module(settings, quiet(), dry_run=True, system=system)
     assert dry["changes"] and installed_files(root) == before
 
-    result = install_module(settings, quiet())
+    result = install_module(settings, quiet(), system=system)
     assert result["release"] == HEADERS and result["startup"] == "modules"
     assert (root / f"lib/modules/{HEADERS}/extra/hello.ko").read_bytes() == Path(record["ko"]).read_bytes()
     assert "extra/hello.ko:" in (root / f"lib/modules/{HEADERS}/modules.dep").read_text()
@@ -430,7 +436,7 @@ def test_install_on_centos7_then_again_then_rollback(built, tmp_path):
     assert script.stat().st_mode & 0o777 == 0o755
     assert "modprobe hello" in script.read_text()
 
-    assert install_module(settings, quiet())["changes"] == []
+    assert install_module(settings, quiet(), system=system)["changes"] == []
 
     bin_dir = stub_bin(tmp_path / "bin", root, HEADERS)
     done = run_loader(script, bin_dir, tmp_path)
@@ -438,21 +444,21 @@ def test_install_on_centos7_then_again_then_rollback(built, tmp_path):
     upgraded = run_loader(script, stub_bin(tmp_path / "bin2", root, "9.9.9-new"), tmp_path)
     assert upgraded.returncode == 1 and "no hello module for the running kernel 9.9.9-new" in upgraded.stderr
 
-    assert rollback_module(settings, quiet())
+    assert rollback_module(settings, quiet(), system=system)
     assert installed_files(root) == before
     assert "hello.ko" not in (root / f"lib/modules/{HEADERS}/modules.dep").read_text()
-    assert rollback_module(settings, quiet()) == []
+    assert rollback_module(settings, quiet(), system=system) == []
 
 
 @pytest.mark.slow
-def test_install_on_ubuntu_writes_systemd_files_and_restores_a_replaced_one(built, tmp_path):
+def test_install_on_ubuntu_writes_systemd_files_and_restores_a_replaced_one(built, tmp_path, node):
     _, record = built
     root = make_root(tmp_path, "ubuntu1804", releases=(HEADERS,))
     conf = root / "etc/modules-load.d/hello.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text("# the admin's own file\nhello\n")
-    settings = settings_for(tmp_path, root)
-    result = install_module(settings, quiet(), release=HEADERS, ko=Path(record["ko"]))
+    settings, system = settings_for(tmp_path, root), node.open(root)
+    result = install_module(settings, quiet(), release=HEADERS, ko=Path(record["ko"]), system=system)
     assert result["startup"] == "systemd"
     assert conf.read_text().endswith("\nhello\n") and "toa-kernel" in conf.read_text()
     unit = root / "etc/systemd/system/hello-module.service"
@@ -461,36 +467,39 @@ def test_install_on_ubuntu_writes_systemd_files_and_restores_a_replaced_one(buil
     assert os.readlink(wants) == "/etc/systemd/system/hello-module.service"
     assert os.access(root / "usr/local/sbin/hello-load-module", os.X_OK)
 
-    rollback_module(settings, quiet())
+    rollback_module(settings, quiet(), system=system)
     assert conf.read_text() == "# the admin's own file\nhello\n"
     assert not unit.exists() and not wants.is_symlink()
     assert not list(conf.parent.glob("*toa-backup*"))
 
 
 @pytest.mark.slow
-def test_rollback_keeps_a_file_changed_after_install(built, tmp_path, capsys):
+def test_rollback_keeps_a_file_changed_after_install(built, tmp_path, capsys, node):
     _, record = built
     root = make_root(tmp_path, "centos6", releases=(HEADERS,))
-    settings = settings_for(tmp_path, root)
-    install_module(settings, quiet(), release=HEADERS, ko=Path(record["ko"]))
+    settings, system = settings_for(tmp_path, root), node.open(root)
+    install_module(settings, quiet(), release=HEADERS, ko=Path(record["ko"]), system=system)
     script = root / "etc/sysconfig/modules/hello.modules"
     script.write_text(script.read_text() + "# local change\n")
-    rollback_module(settings, Console())
+    rollback_module(settings, Console(), system=system)
     assert script.exists()
     assert "changed since install-module" in capsys.readouterr().err
     assert not (root / f"lib/modules/{HEADERS}/extra/hello.ko").exists()
 
 
 @pytest.mark.slow
-def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path):
+def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path, node):
     _, record = built
     root = make_root(tmp_path, "centos7", releases=(HEADERS,))
-    install_module(settings_for(tmp_path, root), quiet(), release=HEADERS, ko=Path(record["ko"]))
+    system = node.open(root)
+    install_module(
+        settings_for(tmp_path, root), quiet(), release=HEADERS, ko=Path(record["ko"]), system=system
+    )
     proc = root / "proc/sys/kernel"
     proc.mkdir(parents=True)
     (proc / "osrelease").write_text(HEADERS + "\n")
-    facts = gather(Root.of(root), dmesg=lambda: "")
-    mode = gather_module_mode(Root.of(root), facts.release, name="hello")
+    facts = gather(system, dmesg=lambda: "")
+    mode = gather_module_mode(system, facts.release, name="hello")
     assert applies(facts, mode)
     from toa_kernel.verify.checks import Expectation
 
@@ -498,8 +507,8 @@ def test_verify_module_checks_on_the_installed_sandbox(built, tmp_path):
     assert results["module-fits"].status is Status.PASS
     assert results["module-boot"].status is Status.PASS
     (proc / "osrelease").write_text("3.10.0-1160.99.1.el7.x86_64\n")
-    facts = gather(Root.of(root), dmesg=lambda: "")
-    mode = gather_module_mode(Root.of(root), facts.release, name="hello")
+    facts = gather(system, dmesg=lambda: "")
+    mode = gather_module_mode(system, facts.release, name="hello")
     result = run_checks(module_mode_checks(mode), facts, Expectation())[0]
     assert result.status is Status.FAIL and "upgraded" in result.reason
 
@@ -544,12 +553,15 @@ def test_unknown_startup_style_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_workdir_records_one_root(built, tmp_path):
+def test_one_workdir_records_one_root(built, tmp_path, node):
     _, record = built
     first = make_root(tmp_path / "a", "centos7", releases=(HEADERS,))
     second = make_root(tmp_path / "b", "centos7", releases=(HEADERS,))
-    install_module(settings_for(tmp_path, first), quiet(), release=HEADERS, ko=Path(record["ko"]))
-    with pytest.raises(UserError, match="records a module install under") as caught:
-        install_module(settings_for(tmp_path, second), quiet(), release=HEADERS, ko=Path(record["ko"]))
-    assert str(first) in caught.value.message and "rollback-module --root" in caught.value.fix
+    one, two = node.open(first), node.open(second)
+    install_module(settings_for(tmp_path, first), quiet(), release=HEADERS, ko=Path(record["ko"]), system=one)
+    with pytest.raises(UserError, match="records a module install on") as caught:
+        install_module(
+            settings_for(tmp_path, second), quiet(), release=HEADERS, ko=Path(record["ko"]), system=two
+        )
+    assert str(first) in caught.value.message and f"rollback-module {one.flags}'" in caught.value.fix
     assert not (second / f"lib/modules/{HEADERS}/extra/hello.ko").exists()

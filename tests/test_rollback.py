@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from centos6_root import GRUB, OLDER, RUNNING, Sandbox, snapshot
 
 from toa_kernel.boot import grubconf
 from toa_kernel.boot.kernelfiles import KernelFiles
-from toa_kernel.boot.rollback import rollback
-from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
 
 
 def roll_back(sandbox: Sandbox, **options: object):
-    sandbox.output = io.StringIO()
-    return rollback(sandbox.settings, console=Console(stream=sandbox.output), **options)
+    return sandbox.rollback(**options)
 
 
 @pytest.mark.slow
@@ -30,8 +25,9 @@ def test_rollback_restores_grub_conf_removes_hooks_and_keeps_the_kernel(sandbox)
     assert not sandbox.path("/etc/sysconfig/modules/toa.modules").exists()
     assert not sandbox.path("/etc/cron.d/toa").exists()
     assert sandbox.path("/etc/cron.d/0hourly").exists()
-    files = KernelFiles(sandbox.root, sandbox.release)
-    assert files.vmlinuz.is_file() and files.initramfs.is_file() and files.toa_modules()
+    files = KernelFiles(sandbox.system, sandbox.release)
+    assert sandbox.path(files.vmlinuz).is_file() and sandbox.path(files.initramfs).is_file()
+    assert files.toa_modules()
     assert f"/boot/vmlinuz-{sandbox.release}" in report.kept
     manifest = sandbox.workdir.load_manifest()
     assert "install" not in manifest and manifest["rollback"]["release"] == sandbox.release
@@ -87,14 +83,14 @@ def test_rc_local_line_is_removed(sandbox):
 
 
 @pytest.mark.slow
-def test_rollback_into_another_root_than_recorded_is_refused(sandbox, tmp_path, build_section):
+def test_rollback_into_another_root_than_recorded_is_refused(sandbox, tmp_path, build_section, node):
     sandbox.install()
-    other = Sandbox(tmp_path / "other", build_section)
+    other = Sandbox(tmp_path / "other", build_section, node)
     other.settings = other.settings.with_(workdir=sandbox.workdir.path)
     before = snapshot(other.root.base)
     with pytest.raises(UserError) as caught:
         roll_back(other)
-    assert f"--root {sandbox.root.base}" in caught.value.fix
+    assert f"invoke rollback {sandbox.system.flags}'" in caught.value.fix
     assert snapshot(other.root.base) == before
 
 

@@ -24,6 +24,7 @@ from verify_support import FakeNat64Sockopt, make_root, set_toa_stats
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
+from toa_kernel.system.local import LocalSystem
 from toa_kernel.system.rootfs import Root
 from toa_kernel.verify.serve import (
     NAT64_PEER_SIZE,
@@ -34,6 +35,10 @@ from toa_kernel.verify.serve import (
     show,
     v4_mapped_warning,
 )
+
+
+def local(root) -> LocalSystem:
+    return LocalSystem(Root.of(root))
 
 
 def http_get(port: int, method: str = "GET") -> tuple[str, str, tuple[str, int]]:
@@ -60,7 +65,7 @@ def run_server(root, count=0, timeout=10.0, sockopt=kernel_sockopt):
 
     def target():
         holder["report"] = serve(
-            Root.of(root),
+            local(root),
             Console(stream=log),
             bind="127.0.0.1",
             port=0,
@@ -142,7 +147,7 @@ def test_the_real_kernel_without_toa_says_unsupported(tmp_path):
 def test_timeout_stops_an_idle_server(tmp_path):
     root = make_root(tmp_path, toa_loaded=False)
     started = time.monotonic()
-    report = serve(Root.of(root), Console(stream=io.StringIO()), bind="127.0.0.1", port=0, timeout=0.3)
+    report = serve(local(root), Console(stream=io.StringIO()), bind="127.0.0.1", port=0, timeout=0.3)
     assert report.stopped == "timeout" and report.requests == []
     assert time.monotonic() - started < 3
     out = io.StringIO()
@@ -151,7 +156,7 @@ def test_timeout_stops_an_idle_server(tmp_path):
 
 
 def test_port_in_use_and_bad_options_are_user_errors(tmp_path):
-    root = Root.of(make_root(tmp_path))
+    root = local(make_root(tmp_path))
     quiet = Console(stream=io.StringIO())
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -205,6 +210,6 @@ def test_a_server_on_all_ipv6_addresses_is_warned_about_v4_mapped_clients():
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
 def test_serve_on_all_ipv6_addresses_prints_the_warning(tmp_path, capsys):
     root = make_root(tmp_path)
-    report = serve(Root.of(root), Console(stream=io.StringIO()), bind="::", port=0, timeout=0.2)
+    report = serve(local(root), Console(stream=io.StringIO()), bind="::", port=0, timeout=0.2)
     assert report.stopped == "timeout"
     assert "warning: listening on [::]: IPv4 clients arrive as v4-mapped" in capsys.readouterr().err

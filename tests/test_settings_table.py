@@ -80,6 +80,7 @@ BAD_SETTINGS = {
     "module_url": "https://example.org/{{nope}}.tar.gz",
     "module_branch": "x/../../../victim",
     "host": "root@web1:99999",
+    "build_host": "web1:0",
     "ssh_user": "root;id",
     "ssh_port": "22x",
     "ssh_key": "id_rsa\u0007",
@@ -169,6 +170,7 @@ BAD_FLAGS = {
         "--tree": "{file}",
         "--config-base": "small",
         "--workdir": "{file}",
+        "--root": "{file}",
     },
     "install-kernel": {
         "--release": "a b",
@@ -225,6 +227,27 @@ BAD_FLAGS = {
     "rollback-module": {"--root": "{file}", "--workdir": "{file}"},
     "demo": {"--workdir": "{file}"},
 }
+# The SSH flags of every task that acts on a system (and of build, for its build host).
+BAD_SSH_FLAGS = {
+    "--host": "root@web1:99999",
+    "--ssh-key": "id_rsa\u0007",
+    "--ssh-port": "22x",
+    "--ssh-user": "root;id",
+    "--known-hosts": "",
+}
+SSH_TASKS = (
+    "build",
+    "install-kernel",
+    "grub",
+    "rollback",
+    "verify",
+    "serve",
+    "build-module",
+    "install-module",
+    "rollback-module",
+)
+for _task in SSH_TASKS:
+    BAD_FLAGS[_task].update(BAD_SSH_FLAGS)
 FLAG_CASES = [(task, flag) for task, flags in BAD_FLAGS.items() for flag in flags]
 
 
@@ -237,12 +260,8 @@ def test_a_bad_flag_is_refused_naming_it(tmp_path, task, flag):
     assert_refused(done, flag)
 
 
-def test_the_flag_table_covers_every_task():
-    assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
-
-
-def test_the_flag_table_covers_every_flag_that_takes_a_value():
-    """A flag added to a task without a bad value in BAD_FLAGS fails here."""
+def project_tasks():
+    """The invoke collection of this checkout's tasks.py."""
     import importlib.util
 
     from invoke import Collection
@@ -251,7 +270,16 @@ def test_the_flag_table_covers_every_flag_that_takes_a_value():
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    collection = Collection.from_module(module)
+    return Collection.from_module(module)
+
+
+def test_the_flag_table_covers_every_task():
+    assert set(BAD_FLAGS) == set(TASKS) == set(SAFE_ARGS)
+
+
+def test_the_flag_table_covers_every_flag_that_takes_a_value():
+    """A flag added to a task without a bad value in BAD_FLAGS fails here."""
+    collection = project_tasks()
     missing = {}
     for name in collection.task_names:
         flags = {
@@ -355,3 +383,15 @@ def test_a_setting_added_without_its_own_checker_is_checked_by_its_type(default,
     assert check(good, "--new") == expected
     with pytest.raises(UserError, match=r"^--new "):
         check(bad, "--new")
+
+
+def test_every_task_that_acts_on_a_system_takes_the_ssh_flags_and_keeps_h_for_help():
+    collection = project_tasks()
+    wanted = {"--host", "--ssh-key", "--ssh-port", "--ssh-user", "--sudo", "--known-hosts"}
+    wanted |= {"--accept-new-host-key", "--legacy-ssh"}
+    for name in SSH_TASKS:
+        arguments = collection[name].get_arguments()
+        flags = {"--" + argument.name.replace("_", "-") for argument in arguments}
+        assert wanted <= flags, name
+        ssh = [a for a in arguments if "--" + a.name.replace("_", "-") in wanted]
+        assert all("h" not in a.names for a in ssh), name

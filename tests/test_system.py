@@ -355,3 +355,135 @@ def test_server_ran_nothing_centos6_lacks(sshd, base: Path, tmp_path: Path):
     assert forbidden_commands(commands) == []
     assert forbidden_commands([("root", "sync /boot/grub/grub.conf")]) != []
     assert forbidden_commands([("root", "python3 -c 1")]) != []
+
+
+# --- the primitives the steps use besides reading and writing --------------------------
+
+
+def test_a_fifo_or_device_is_never_read(system, base: Path):
+    from toa_kernel.system.api import NotRegularFile
+
+    os.mkfifo(base / "etc/pipe")
+    (base / "etc/null").symlink_to("/dev/null")  # inside the root: ROOT/dev/null, absent
+    os.mknod(base / "etc/device", 0o600 | 0o020000, os.makedev(1, 3))  # a character device
+    for path in ("/etc/pipe", "/etc/device"):
+        with pytest.raises(NotRegularFile):
+            system.read_bytes(path)
+        with pytest.raises(NotRegularFile):
+            system.read_tail(path, 10)
+        assert system.read_text(path) is None and system.sha256(path) is None
+    assert system.read_text("/etc/null") is None
+
+
+def test_read_tail_sha256_and_find(system, base: Path):
+    data = bytes(range(256)) * 40
+    (base / "boot/log").write_bytes(data)
+    assert system.read_tail("/boot/log", 100) == data[-100:]
+    assert system.read_tail("/boot/log", 10**6) == data
+    import hashlib
+
+    assert system.sha256("/boot/log") == hashlib.sha256(data).hexdigest()
+    assert system.sha256("/boot/missing") is None
+    for directory in ("lib/modules/r/kernel/net/toa", "lib/modules/r/extra", "lib/modules/r/odd dir"):
+        (base / directory).mkdir(parents=True)
+        (base / directory / "toa.ko").write_bytes(b"ko")
+    (base / "lib/modules/r/build").symlink_to("/lib/modules/r/extra")  # not followed
+    (base / "lib/modules/r/toa.ko").mkdir()  # a directory of that name is no file
+    assert system.find("/lib/modules/r", "toa.ko") == [
+        "/lib/modules/r/extra/toa.ko",
+        "/lib/modules/r/kernel/net/toa/toa.ko",
+        "/lib/modules/r/odd dir/toa.ko",
+    ]
+    assert system.find("/lib/modules/none", "toa.ko") == []
+
+
+def test_backup_set_mode_and_symlink(system, base: Path):
+    target = base / "etc/cron.d"
+    target.mkdir()
+    (target / "toa").write_bytes(b"* * * * * root true\n")
+    (target / "toa").chmod(0o640)
+    os.chown(target / "toa", 4321, 1234)
+    hidden = system.backup("/etc/cron.d/toa", hidden=True)
+    plain = system.backup("/etc/cron.d/toa")
+    assert hidden.startswith("/etc/cron.d/.toa" + BACKUP_TAG) and plain.startswith(
+        "/etc/cron.d/toa" + BACKUP_TAG
+    )
+    for backup in (hidden, plain):
+        st = (base / backup[1:]).stat()
+        assert (base / backup[1:]).read_bytes() == b"* * * * * root true\n"
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 4321, 1234)
+    with pytest.raises(FileNotFoundError):
+        system.backup("/etc/cron.d/missing")
+    system.set_mode("/etc/cron.d/toa", 0o644, 0, 0)
+    st = (target / "toa").stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o644, 0, 0)
+    system.set_mode("/etc/cron.d/toa", 0o600)
+    assert (target / "toa").stat().st_mode & 0o7777 == 0o600
+    system.symlink("/etc/systemd/system/toa.service", "/etc/cron.d/link")
+    system.symlink("../other", "/etc/cron.d/link")  # replaced
+    assert os.readlink(target / "link") == "../other"
+    system.symlink("x", "/etc/cron.d/toa")  # a file there is replaced too
+    assert os.readlink(target / "toa") == "x"
+    assert sorted(p.name for p in target.iterdir() if not p.name.startswith((".toa", "toa."))) == [
+        "link",
+        "toa",
+    ]
+
+
+def test_which_uid_writable_and_host_realpath(system, base: Path, tmp_path: Path):
+    assert system.which("sh").endswith("/sh")
+    assert system.which("depmod") in ("/sbin/depmod", "/usr/sbin/depmod", "/bin/depmod", "/usr/bin/depmod")
+    assert system.which("toa-no-such-tool") is None
+    assert system.effective_uid() == 0
+    assert system.writable("/boot") and system.writable("/etc")
+    (base / "etc/file").write_text("x")
+    assert system.writable("/etc/file")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "var/ext").symlink_to(outside)
+    assert system.host_realpath("/var/ext") == str(outside)
+    assert system.host_realpath("/boot") == str(base / "boot")
+    assert system.stat("/boot").device == os.stat(base / "boot").st_dev
+
+
+def test_stream_hands_over_each_line_as_it_comes(system, base: Path):
+    seen: list[tuple[float, str]] = []
+    started = time.monotonic()
+    script = 'echo one; echo two >&2; sleep 1; printf "three\\nlast without newline"; exit 4'
+    status = system.stream(["sh", "-c", script], lambda line: seen.append((time.monotonic() - started, line)))
+    assert status == 4
+    assert [line for _, line in seen] == ["one", "two", "three", "last without newline"]
+    assert seen[0][0] < 0.9 <= seen[2][0]  # the first lines came before the command ended
+    assert system.stream(["pwd"], seen.append, cwd=system.host_path("/boot")) == 0
+    assert seen[-1] == str(base / "boot")
+    assert system.stream(["toa-no-such-tool"], lambda line: None) == 127
+
+
+def test_put_tree_names_and_get_tree(system, base: Path, tmp_path: Path):
+    tree = tmp_path / "tree"
+    (tree / "a/b").mkdir(parents=True)
+    (tree / "a/b/new.c").write_text("int x;\n")
+    (tree / "a/old.c").write_text("old\n")
+    (tree / "top").write_bytes(os.urandom(70_000))
+    system.put_tree(tree, "/var/build", names=["a/b/new.c", "top"])
+    shipped = base / "var/build"
+    assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == [
+        "a/b/new.c",
+        "top",
+    ]
+    assert (shipped / "top").read_bytes() == (tree / "top").read_bytes()
+    (shipped / "link").symlink_to("/etc/passwd")
+    (shipped / "run.sh").write_text("#!/bin/sh\n")
+    (shipped / "run.sh").chmod(0o755)
+    back = tmp_path / "back"
+    system.get_tree("/var/build", back)
+    assert (back / "a/b/new.c").read_text() == "int x;\n" and (back / "top").read_bytes() == (
+        tree / "top"
+    ).read_bytes()
+    assert not (back / "link").exists() and not (back / "link").is_symlink()
+    assert (back / "run.sh").stat().st_mode & 0o111
+    only = tmp_path / "only"
+    system.get_tree("/var/build", only, names=["top"])
+    assert [p.name for p in only.iterdir()] == ["top"]
+    with pytest.raises(FileNotFoundError):
+        system.get_tree("/var/nothing", tmp_path / "x")

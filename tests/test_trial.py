@@ -164,13 +164,21 @@ def test_trial_then_commit_on_generated_configs(text, panic):
 # ---------------------------------------------------------------- grub --trial on a sandbox root
 
 
+# The System each test root is reached through (locally or over SSH: the ``node`` fixture).
+SYSTEMS: dict[Path, object] = {}
+FLAGS: dict[Path, list[str]] = {}
+
+
 @pytest.fixture
-def root(tmp_path) -> Path:
-    """A CentOS 6 root with the TOA kernel's files in /boot (no build needed for 'invoke grub')."""
+def root(tmp_path, node) -> Path:
+    """A CentOS 6 root with the TOA kernel's files in /boot (no build needed for 'invoke grub'),
+    reached as a System of the kind under test (``SYSTEMS[root]``)."""
     base = centos6_root(tmp_path / "root")
     for name in (f"vmlinuz-{TOA}", f"initramfs-{TOA}.img"):
         (base / "boot" / name).write_bytes(b"placeholder")
-    return base
+    SYSTEMS[base], FLAGS[base] = node.open(base), node.flags(base)
+    yield base
+    del SYSTEMS[base], FLAGS[base]
 
 
 def settings_for(root: Path, **values: object) -> Settings:
@@ -182,8 +190,9 @@ def run_grub(root: Path, **options: object):
     output = io.StringIO()
     values = {"trial_panic": options.pop("panic")} if "panic" in options else {}
     report = configure_grub(
-        settings_for(root, **values), TOA, console=Console(stream=output), trial=True, **options
-    )
+        settings_for(root, **values), TOA, console=Console(stream=output), trial=True, system=SYSTEMS[root],
+        **options,
+    )  # fmt: skip
     return report, output.getvalue()
 
 
@@ -226,13 +235,16 @@ def test_rollback_removes_a_default_file_the_trial_created_and_restores_grub_con
     grub_bytes = (root / "boot/grub/grub.conf").read_bytes()
     run_grub(root)
     (root / "boot/grub/default").write_bytes(b"1\0\n\n\n\n\n\n\n\n" + saved_default_text(0).encode()[10:])
-    report = rollback(settings_for(root), console=Console(stream=io.StringIO()))
+    report = rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root])
     assert (root / "boot/grub/grub.conf").read_bytes() == grub_bytes
     assert not (root / "boot/grub/default").exists()
     assert any("remove /boot/grub/default" in change for change in report.changes)
     now = snapshot(root)
     assert {k: v for k, v in now.items() if ".toa-backup-" not in k} == original
-    assert rollback(settings_for(root), console=Console(stream=io.StringIO())).changes == []
+    assert (
+        rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root]).changes
+        == []
+    )
 
 
 def test_rollback_puts_back_a_default_file_that_was_there(root):
@@ -240,7 +252,7 @@ def test_rollback_puts_back_a_default_file_that_was_there(root):
     before = (root / "boot/grub/default").read_bytes()
     run_grub(root)
     assert parse_saved_default((root / "boot/grub/default").read_text()) == 0
-    rollback(settings_for(root), console=Console(stream=io.StringIO()))
+    rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root])
     assert (root / "boot/grub/default").read_bytes() == before
 
 
@@ -280,7 +292,8 @@ def toa_cmdline(root: Path) -> str:
 
 def do_commit(root: Path, **options: object):
     output = io.StringIO()
-    return commit(settings_for(root), Console(stream=output), release=TOA, **options), output.getvalue()
+    done = commit(settings_for(root), Console(stream=output), release=TOA, system=SYSTEMS[root], **options)
+    return done, output.getvalue()
 
 
 def test_commit_after_a_healthy_trial_boot_keeps_the_new_kernel(root):
@@ -296,7 +309,7 @@ def test_commit_after_a_healthy_trial_boot_keeps_the_new_kernel(root):
     assert report.verify.exit_code == 0 and "grub-default" not in [r.name for r in report.verify.results]
     assert Workdir(root.parent / "work").section("install")["trial"]["committed_at"]
     assert do_commit(root)[0].changes == []
-    rollback(settings_for(root), console=Console(stream=io.StringIO()))
+    rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root])
     assert (root / "boot/grub/grub.conf").read_bytes() == grub_bytes
     assert not (root / "boot/grub/default").exists()
 
@@ -308,7 +321,9 @@ def test_verify_during_a_trial_points_at_the_commit(root):
     boot_into(root, TOA, toa_cmdline(root))
     (root / "boot/grub/default").write_bytes(b"1\0\n\n\n\n\n\n\n\n" + saved_default_text(0).encode()[10:])
     settings = settings_for(root)
-    report = judge(obtain_facts(settings, None, TOA), expectation(settings, TOA), "grub-default")
+    report = judge(
+        obtain_facts(settings, None, TOA, SYSTEMS[root]), expectation(settings, TOA), "grub-default"
+    )
     (result,) = report.results
     assert result.status.value == "FAIL" and "the next reboot leaves TOA" in result.reason
     assert "invoke verify --commit" in result.fix
@@ -348,7 +363,7 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_invoke_grub_trial_then_verify_commit(root):
-    where = ["--root", str(root), "--workdir", str(root.parent / "work")]
+    where = [*FLAGS[root], "--workdir", str(root.parent / "work")]
     done = invoke("grub", "--trial", "--panic-seconds", "3", "--release", TOA, *where)
     assert done.returncode == 0, done.stderr
     assert "panic=3" in done.stdout and "power cycle" in done.stdout and "watchdog" in done.stdout
@@ -372,8 +387,8 @@ def test_bad_panic_seconds_on_the_command_line_is_a_user_error(root):
 
 
 @pytest.mark.slow
-def test_install_kernel_trial_then_commit_then_rollback(tmp_path, build_section):
-    sandbox = Sandbox(tmp_path, build_section)
+def test_install_kernel_trial_then_commit_then_rollback(tmp_path, build_section, node):
+    sandbox = Sandbox(tmp_path, build_section, node)
     original = sandbox.path(GRUB).read_bytes()
     before = snapshot(sandbox.root.base)
     planned = sandbox.install(trial=True, dry_run=True)
@@ -386,8 +401,8 @@ def test_install_kernel_trial_then_commit_then_rollback(tmp_path, build_section)
     assert parse_saved_default(sandbox.path(DEFAULT_FILE).read_text()) == 0
     assert report.trial and sandbox.install(trial=True).changes == []
     boot_into(sandbox.root.base, sandbox.release, toa_cmdline(sandbox.root.base))
-    result = commit(sandbox.settings, Console(stream=io.StringIO()))
+    result = commit(sandbox.settings, Console(stream=io.StringIO()), system=sandbox.system)
     assert result.release == sandbox.release and sandbox.grub_config().default == 0
-    rollback(sandbox.settings, console=Console(stream=io.StringIO()))
+    sandbox.rollback()
     assert sandbox.path(GRUB).read_bytes() == original and not sandbox.path(DEFAULT_FILE).exists()
     assert sandbox.grub_config().entries[0].release == RUNNING

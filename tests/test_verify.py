@@ -79,17 +79,17 @@ def test_report_json_and_table(tmp_path, workdir):
     assert len(table) == 4  # PASS lines carry no fix line
 
 
-def test_cli_all_good_exits_0(project_dir, tmp_path, workdir):
+def test_cli_all_good_exits_0(project_dir, tmp_path, workdir, node):
     root = make_root(tmp_path)
-    done = invoke(project_dir, "verify", "--root", str(root), "--workdir", str(workdir))
+    done = invoke(project_dir, "verify", *node.flags(root), "--workdir", str(workdir))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: PASS" in done.stdout
     assert f"TOA release {TOA} from" in done.stdout
 
 
-def test_cli_fallback_boot_exits_1_with_the_reason(project_dir, tmp_path, workdir):
+def test_cli_fallback_boot_exits_1_with_the_reason(project_dir, tmp_path, workdir, node):
     root = make_root(tmp_path, running=OLD, toa_loaded=False)
-    done = invoke(project_dir, "verify", "--root", str(root), "--workdir", str(workdir))
+    done = invoke(project_dir, "verify", *node.flags(root), "--workdir", str(workdir))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "verdict: FAIL" in done.stdout
     assert "fell back" in done.stdout
@@ -98,18 +98,18 @@ def test_cli_fallback_boot_exits_1_with_the_reason(project_dir, tmp_path, workdi
     assert f"PASS  module-installed  /lib/modules/{TOA}/kernel/net/toa/toa.ko" in done.stdout
 
 
-def test_cli_json_for_machines(project_dir, tmp_path, workdir):
+def test_cli_json_for_machines(project_dir, tmp_path, workdir, node):
     root = make_root(tmp_path, cron_mode=0o666)
-    done = invoke(project_dir, "verify", "--root", str(root), "--workdir", str(workdir), "--json")
+    done = invoke(project_dir, "verify", *node.flags(root), "--workdir", str(workdir), "--json")
     assert done.returncode == 1
     document = json.loads(done.stdout)
     failed = [c["check"] for c in document["checks"] if c["status"] == "FAIL"]
     assert failed == ["cron"]
 
 
-def test_cli_collect_then_judge_the_file_elsewhere(project_dir, tmp_path, workdir):
+def test_cli_collect_then_judge_the_file_elsewhere(project_dir, tmp_path, workdir, node):
     root = make_root(tmp_path, running=OLD, grub_default=1)
-    collected = invoke(project_dir, "verify", "--root", str(root), "--collect")
+    collected = invoke(project_dir, "verify", *node.flags(root), "--collect")
     assert collected.returncode == 0, collected.stderr
     facts_file = tmp_path / "facts.json"
     facts_file.write_text(collected.stdout)

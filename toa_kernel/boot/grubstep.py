@@ -1,18 +1,18 @@
 """The grub.conf step: make the TOA kernel GRUB legacy's default, safely.
 
 The text edit itself is ``grubconf.edit_for_release`` (a parser that round-trips
-byte for byte). This module finds the file under a root (``/etc/grub.conf`` is a
-link to ``../boot/grub/grub.conf``: the link's target is what is written), checks
-that it can be written, reads the declarative inputs in ``grub/`` (the kernel
-arguments and the boot-entry policy) and plans the write: a timestamped backup
-first (same mode and owner: grub.conf can hold a password hash), then temp file,
-fsync, rename, fsync of the directory.
+byte for byte). This module finds the file on a ``System`` (``/etc/grub.conf`` is
+a link to ``../boot/grub/grub.conf``: the link's target is what is written),
+checks that it can be written, reads the declarative inputs in ``grub/`` (the
+kernel arguments and the boot-entry policy, files of the project) and plans the
+write: a timestamped backup first (same mode and owner: grub.conf can hold a
+password hash), then temp file, sync, rename, sync, on this machine or on a
+server over SSH alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +20,12 @@ from typing import Any
 
 from toa_kernel.boot import grubconf
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import backup_file, encode_text, file_kind, read_text
+from toa_kernel.core.fileops import encode_text, read_text
 from toa_kernel.core.layout import ETC_GRUB_CONF, GRUB_CONF, MENU_LST
-from toa_kernel.core.plan import Change, Plan, file_edit
+from toa_kernel.core.plan import Change, Plan
 from toa_kernel.core.settings import KERNEL_ARG_RE, Settings, template_problem
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import FileStat, System
+from toa_kernel.system.files import read_system_text, system_file_edit
 
 KERNEL_ARGS_FILE = "kernel-args"
 BOOT_ENTRY_FILE = "boot-entry"
@@ -96,32 +97,44 @@ def boot_entry_policy(settings: Settings) -> BootEntryPolicy:
 
 CANDIDATES = (GRUB_CONF, ETC_GRUB_CONF, MENU_LST)
 
-
-def locate(root: Root) -> Path | None:
-    """The real grub.conf under the root (links resolved inside it), or None."""
-    for system_path in CANDIDATES:
-        path = root.resolve(system_path, hint=LINK_HINT)
-        if path.is_file():
-            return path
-    return None
-
-
 LINK_HINT = (
     f"make {ETC_GRUB_CONF} a link to ../boot/grub/grub.conf and {MENU_LST} a link to ./grub.conf "
     f"(ls -l {ETC_GRUB_CONF} {GRUB_CONF} {MENU_LST} under the root shows them)"
 )
 
 
-def why_missing(root: Root) -> str:
+def resolve(system: System, system_path: str) -> str:
+    """A candidate's real path; a loop of links is an error whose fix names the links."""
+    try:
+        return system.resolve(system_path)
+    except UserError as exc:
+        raise UserError(exc.message, LINK_HINT) from exc
+
+
+def locate(system: System) -> str | None:
+    """The real grub.conf on the system (links resolved inside the root), or None."""
+    for system_path in CANDIDATES:
+        found = system.stat(resolve(system, system_path))
+        if found is not None and found.kind == "file":
+            return resolve(system, system_path)
+    return None
+
+
+def kind_text(found: FileStat) -> str:
+    return {"dir": "a directory", "link": "a symbolic link"}.get(
+        found.kind, "not a regular file (a FIFO, a device or a socket)"
+    )
+
+
+def why_missing(system: System) -> str:
     """Why no candidate is a file: a dangling link or something that is not a file, named."""
     for system_path in CANDIDATES:
-        host = root.path(system_path)
-        if host.is_symlink() and not root.resolve(system_path).exists():
-            target = os.readlink(host)
+        target = system.readlink(system_path)
+        real = system.stat(resolve(system, system_path))
+        if target is not None and real is None:
             return f"{system_path} is a dangling symbolic link: it points to {target}, which does not exist"
-        real = root.resolve(system_path)
-        if real.exists() and not real.is_file():
-            return f"{system_path} is {file_kind(real.stat().st_mode)}, not a file"
+        if real is not None and real.kind != "file":
+            return f"{system_path} is {kind_text(real)}, not a file"
     return f"neither {GRUB_CONF} nor {ETC_GRUB_CONF} exists"
 
 
@@ -131,25 +144,25 @@ def sha256_text(text: str) -> str:
 
 @dataclass
 class GrubFile:
-    """grub.conf as found under a root: where it really is and what it says."""
+    """grub.conf as found on a system: where it really is (a system path) and what it says."""
 
-    root: Root
-    path: Path
+    system: System
+    path: str
     text: str
 
     @property
     def label(self) -> str:
-        return self.root.system_path(self.path)
+        return self.path
 
     @classmethod
-    def read(cls, root: Root) -> GrubFile:
-        path = locate(root)
+    def read(cls, system: System) -> GrubFile:
+        path = locate(system)
         if path is None:
             raise UserError(
-                f"no GRUB legacy configuration under {root.base}: {why_missing(root)}",
+                f"no GRUB legacy configuration on {system.label}: {why_missing(system)}",
                 "this step needs CentOS 6 / RHEL 6 with GRUB legacy; check --root, or " + LINK_HINT,
             )
-        return cls(root, path, read_text(path))
+        return cls(system, path, read_system_text(system, path))
 
     def parsed(self) -> Any:
         try:
@@ -162,22 +175,26 @@ class GrubFile:
             ) from exc
 
 
-def write_problem(path: Path, label: str) -> UserError | None:
+def write_problem(system: System, path: str) -> UserError | None:
     """Why ``path`` (and its directory) cannot be safely replaced, or None."""
-    st = path.stat()
-    if not stat.S_IMODE(st.st_mode) & stat.S_IWUSR:
+    found = system.stat(path)
+    if found is None:
+        return UserError(f"{path} does not exist on {system.label}", "check --root")
+    host = system.host_path(path)
+    if not found.mode & stat.S_IWUSR:
         return UserError(
-            f"{label} is read-only (mode {stat.S_IMODE(st.st_mode):04o}): someone protected it",
-            f"make it writable for root (chmod u+w {path}) if it may be changed, then run again",
+            f"{path} is read-only (mode {found.mode:04o}): someone protected it",
+            f"make it writable for root (chmod u+w {host}) if it may be changed, then run again",
         )
-    if not os.access(path, os.W_OK):
+    if not system.writable(path):
         return UserError(
-            f"{label} cannot be written (read-only filesystem or immutable file)",
-            f"remount the filesystem read-write or 'chattr -i {path}', then run again",
+            f"{path} cannot be written (read-only filesystem or immutable file)",
+            f"remount the filesystem read-write or 'chattr -i {host}', then run again",
         )
-    if not os.access(path.parent, os.W_OK | os.X_OK):
+    parent = str(Path(path).parent)
+    if not system.writable(parent):
         return UserError(
-            f"{path.parent} is not writable: the backup and the new file are written there",
+            f"{system.host_path(parent)} is not writable: the backup and the new file are written there",
             "remount the filesystem read-write and run as root",
         )
     return None
@@ -190,7 +207,7 @@ class GrubPlan:
     plan: Plan
     grub: GrubFile
     edit: Any = None
-    backups: list[Path] = field(default_factory=list)
+    backups: list[str] = field(default_factory=list)  # system paths of the backups made
 
     @property
     def written_sha256(self) -> str:
@@ -215,13 +232,13 @@ def edit_for(
         ) from exc
 
 
-def guarded_write(grub: GrubFile, new_text: str, summary: str, backups: list[Path]) -> Change | None:
+def guarded_write(grub: GrubFile, new_text: str, summary: str, backups: list[str]) -> Change | None:
     """A file edit of grub.conf that backs it up first (the backup path lands in ``backups``)."""
 
     def backup() -> None:
-        backups.append(backup_file(grub.path))
+        backups.append(grub.system.backup(grub.path))
 
-    return file_edit(grub.path, new_text, summary, label=grub.label.lstrip("/"), before=backup)
+    return system_file_edit(grub.system, grub.path, new_text, summary, before=backup)
 
 
 def plan_edit(
@@ -273,9 +290,9 @@ def plan_restore(grub: GrubFile, record: dict[str, Any]) -> tuple[GrubPlan, list
     """
     result = GrubPlan(Plan("grub.conf"), grub)
     notes: list[str] = []
-    backup = grub.root.path(record["backup"]) if record.get("backup") else None
-    if backup is not None and backup.is_file() and sha256_text(grub.text) == record.get("written_sha256"):
-        text = read_text(backup)
+    backup = backup_text(grub.system, record.get("backup"))
+    if backup is not None and sha256_text(grub.text) == record.get("written_sha256"):
+        text = backup
         summary = f"restore {grub.label} as it was before the install (from {record['backup']})"
         result.plan.add(guarded_write(grub, text, summary, result.backups))
         return result, notes
@@ -297,7 +314,7 @@ def plan_restore(grub: GrubFile, record: dict[str, Any]) -> tuple[GrubPlan, list
     summary = "; ".join(edit.summary) or f"default={index}"
     result.plan.add(guarded_write(grub, edit.text, f"edit {grub.label}: {summary}", result.backups))
     if result.plan:
-        gone = backup is None or not backup.is_file()
+        gone = backup is None
         why = (
             f"the backup {record.get('backup')} is gone"
             if gone
@@ -313,3 +330,13 @@ def restored_fallback(config: Any, record: dict[str, Any]) -> str | None:
         return None
     current = config.global_command("fallback")
     return current.value if current is not None else None
+
+
+def backup_text(system: System, backup: Any) -> str | None:
+    """The text of a recorded backup (a system path), None when it is gone."""
+    if not backup:
+        return None
+    try:
+        return read_system_text(system, str(backup))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None

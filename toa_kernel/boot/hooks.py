@@ -21,29 +21,18 @@ keeps its line endings, and removing our line gives back the original bytes.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from toa_kernel.core import settings
 from toa_kernel.core.errors import UserError
-from toa_kernel.core.fileops import (
-    atomic_write,
-    backup_file,
-    disk_error,
-    file_kind,
-    fsync_dir,
-    lines_of,
-    read_bytes,
-    read_text,
-)
+from toa_kernel.core.fileops import lines_of
 from toa_kernel.core.layout import CRON_FILE, MODULES_SCRIPT, RC_LOCAL
-from toa_kernel.core.plan import Change, Plan, file_edit
-from toa_kernel.system.rootfs import Root
+from toa_kernel.core.plan import Change, Plan
+from toa_kernel.system.api import FileStat, NotRegularFile, System
+from toa_kernel.system.files import current_text, read_system_text, system_file_edit
 
 MARKER = "toa-kernel"
 SYSLOG_TAG = "toa-kernel"
@@ -163,18 +152,18 @@ def without_rc_local_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class HookPaths:
-    """Where the hooks live under a root (rc.local resolved inside the root)."""
+    """Where the hooks live on a system (system paths, links resolved inside the root)."""
 
-    modules_script: Path
-    cron_file: Path
-    rc_local: Path
+    modules_script: str
+    cron_file: str
+    rc_local: str
 
     @classmethod
-    def of(cls, root: Root) -> HookPaths:
+    def of(cls, system: System) -> HookPaths:
         return cls(
-            modules_script=root.resolve(MODULES_SCRIPT),
-            cron_file=root.resolve(CRON_FILE),
-            rc_local=root.resolve(RC_LOCAL),
+            modules_script=system.resolve(MODULES_SCRIPT),
+            cron_file=system.resolve(CRON_FILE),
+            rc_local=system.resolve(RC_LOCAL),
         )
 
 
@@ -184,30 +173,53 @@ TAKE_OVER_FIX = (
 )
 
 
-def foreign_problem(root: Root, path: Path, take_over: bool) -> UserError | None:
+def parent(path: str) -> str:
+    return str(PurePosixPath(path).parent)
+
+
+def is_file(system: System, path: str) -> bool:
+    found = system.stat(path)
+    return found is not None and found.kind == "file"
+
+
+def is_dir(system: System, path: str) -> bool:
+    found = system.stat(path)
+    return found is not None and found.kind == "dir"
+
+
+def ours(system: System, path: str) -> bool:
+    """True when ``path`` is a file carrying our marker."""
+    text = current_text(system, path) if is_file(system, path) else None
+    return text is not None and is_ours(text)
+
+
+def foreign_problem(system: System, path: str, take_over: bool) -> UserError | None:
     """Why installing our hook at ``path`` would destroy something not ours (None: it would not)."""
-    if not (path.exists() or path.is_symlink()):
+    found = system.stat(path)
+    if found is None:
         return None
-    where = label(root, path)
-    if not path.is_file():
-        kind = file_kind(path.lstat().st_mode) if not path.exists() else file_kind(path.stat().st_mode)
-        return UserError(f"{where} is {kind}, not a file: the hook cannot be written there", f"remove {path}")
-    if take_over or is_ours(read_text(path)):
+    if found.kind != "file":
+        kind = "a directory" if found.kind == "dir" else "not a regular file"
+        return UserError(
+            f"{path} is {kind}, not a file: the hook cannot be written there",
+            f"remove {system.host_path(path)}",
+        )
+    if take_over or ours(system, path):
         return None
     return UserError(
-        f"{where} exists and was not written by toa-kernel (it has no '# {MARKER}:' line): "
+        f"{path} exists and was not written by toa-kernel (it has no '# {MARKER}:' line): "
         "installing would overwrite it",
         TAKE_OVER_FIX,
     )
 
 
-def hook_targets(paths: HookPaths, startup: str) -> list[Path]:
+def hook_targets(paths: HookPaths, startup: str) -> list[str]:
     """The hook files an install writes whole."""
     return [paths.modules_script, paths.cron_file] if startup == "modules" else [paths.cron_file]
 
 
-def problems(root: Root, startup: str, take_over: bool = False) -> list[UserError]:
-    """What stops the hooks from being installed under ``root`` (empty: nothing)."""
+def problems(system: System, startup: str, take_over: bool = False) -> list[UserError]:
+    """What stops the hooks from being installed on ``system`` (empty: nothing)."""
     found: list[UserError] = []
     if startup not in STARTUP_STYLES:
         found.append(
@@ -216,178 +228,153 @@ def problems(root: Root, startup: str, take_over: bool = False) -> list[UserErro
             )
         )
         return found
-    paths = HookPaths.of(root)
-    if startup == "modules" and not paths.modules_script.parent.is_dir():
+    paths = HookPaths.of(system)
+    if startup == "modules" and not is_dir(system, parent(paths.modules_script)):
         found.append(
             UserError(
-                f"{root.system_path(paths.modules_script.parent)} does not exist: this does not look "
+                f"{parent(paths.modules_script)} does not exist: this does not look "
                 "like CentOS 6 / RHEL 6 (its rc.sysinit runs /etc/sysconfig/modules/*.modules)",
                 "pass --startup rc.local, or check --root",
             )
         )
-    if startup == "rc.local" and not paths.rc_local.is_file():
+    if startup == "rc.local" and not is_file(system, paths.rc_local):
         found.append(
             UserError(
-                f"{RC_LOCAL} does not exist under {root.base}",
+                f"{RC_LOCAL} does not exist on {system.label}",
                 "pass --startup modules (the default), or create rc.local first",
             )
         )
-    if not paths.cron_file.parent.is_dir():
+    if not is_dir(system, parent(paths.cron_file)):
         found.append(
             UserError(
-                f"{root.system_path(paths.cron_file.parent)} does not exist: cron is not installed",
+                f"{parent(paths.cron_file)} does not exist: cron is not installed",
                 "install cron (yum install cronie) and run again",
             )
         )
-    for directory in {paths.modules_script.parent, paths.cron_file.parent, paths.rc_local.parent}:
-        if directory.is_dir() and not os.access(directory, os.W_OK):
-            found.append(UserError(f"{directory} is not writable", "run as root on a writable filesystem"))
+    for directory in sorted({parent(paths.modules_script), parent(paths.cron_file), parent(paths.rc_local)}):
+        if is_dir(system, directory) and not system.writable(directory):
+            found.append(
+                UserError(
+                    f"{system.host_path(directory)} is not writable", "run as root on a writable filesystem"
+                )
+            )
     for path in hook_targets(paths, startup):
-        problem = foreign_problem(root, path, take_over)
+        problem = foreign_problem(system, path, take_over)
         if problem is not None:
             found.append(problem)
     return found
 
 
-def label(root: Root, path: Path) -> str:
-    return root.system_path(path) if path.is_relative_to(root.base) else str(path)
-
-
-def ownership_change(root: Root, path: Path, mode: int) -> Change | None:
+def ownership_change(system: System, path: str, mode: int) -> Change | None:
     """A change that sets ``path`` to ``mode`` and root ownership, when it differs."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
+    found = system.stat(path)
+    if found is None:
         return None
-    if stat.S_IMODE(st.st_mode) == mode and st.st_uid == 0 and st.st_gid == 0:
+    if found.mode == mode and found.uid == 0 and found.gid == 0:
         return None
-
-    def fix() -> None:
-        try:
-            os.chmod(path, mode)
-            os.chown(path, 0, 0)
-        except OSError as exc:
-            raise disk_error(exc, path) from exc
-
     return Change(
-        summary=f"{label(root, path)}: mode {stat.S_IMODE(st.st_mode):04o} uid {st.st_uid} -> "
-        f"{mode:04o} root:root",
-        action=fix,
+        summary=f"{path}: mode {found.mode:04o} uid {found.uid} -> {mode:04o} root:root",
+        action=lambda: system.set_mode(path, mode, 0, 0),
     )
 
 
-def removal(root: Root, path: Path, why: str) -> Change | None:
+def removal(system: System, path: str, why: str) -> Change | None:
     """A change that deletes ``path`` when it exists and carries our marker."""
-    if not path.is_file() or not is_ours(read_text(path)):
+    if not ours(system, path):
         return None
-
-    def remove() -> None:
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise disk_error(exc, path) from exc
-
-    return Change(summary=f"remove {label(root, path)} ({why})", action=remove)
+    return Change(summary=f"remove {path} ({why})", action=lambda: system.remove(path))
 
 
-def rc_local_edit(root: Root, path: Path, new_text: str, summary: str) -> Change | None:
-    if not path.is_file():
+def rc_local_edit(system: System, path: str, new_text: str, summary: str) -> Change | None:
+    if not is_file(system, path):
         return None
-    return file_edit(path, new_text, summary, label=label(root, path).lstrip("/"))
+    return system_file_edit(system, path, new_text, summary)
 
 
-# Called with (system path, backup path, stat of the file) when a foreign hook is backed up.
-OnBackup = Callable[[str, Path, os.stat_result], None]
+# Called with (system path, backup's system path, stat of the file) when a foreign hook is backed up.
+OnBackup = Callable[[str, str, FileStat], None]
 
 
 def hook_write(
-    root: Root, path: Path, text: str, summary: str, mode: int, on_backup: OnBackup | None
+    system: System, path: str, text: str, summary: str, mode: int, on_backup: OnBackup | None
 ) -> Change | None:
     """Write a whole hook file; one that is not ours is backed up first (take-over)."""
     before = None
-    if path.is_file() and not is_ours(read_text(path)):
+    if is_file(system, path) and not ours(system, path):
 
         def before() -> None:
-            st = path.stat()
-            backup = backup_file(path, hidden=True)
-            if on_backup is not None:
-                on_backup(label(root, path), backup, st)
+            found = system.stat(path)
+            backup = system.backup(path, hidden=True)
+            if on_backup is not None and found is not None:
+                on_backup(path, backup, found)
 
         summary += " (taking it over: the file there now is backed up first)"
-    return file_edit(path, text, summary, label=label(root, path).lstrip("/"), mode=mode, before=before)
+    return system_file_edit(system, path, text, summary, mode=mode, before=before)
 
 
-def plan_install(root: Root, release: str, startup: str, on_backup: OnBackup | None = None) -> Plan:
+def plan_install(system: System, release: str, startup: str, on_backup: OnBackup | None = None) -> Plan:
     """Changes that install the startup hook and the cron job for ``release``.
 
     A hook file that is not ours is taken over (backed up, ``on_backup`` told):
     the preflight (``problems``) refuses that unless the user asked for it.
     """
     check_release(release)
-    paths = HookPaths.of(root)
+    paths = HookPaths.of(system)
     plan = Plan("boot hooks")
     if startup == "modules":
         summary = f"write {MODULES_SCRIPT} (loads toa at boot)"
-        plan.add(hook_write(root, paths.modules_script, modules_script(), summary, MODULES_MODE, on_backup))
-        plan.add(ownership_change(root, paths.modules_script, MODULES_MODE))
-        if paths.rc_local.is_file():
-            text = read_text(paths.rc_local)
+        plan.add(hook_write(system, paths.modules_script, modules_script(), summary, MODULES_MODE, on_backup))
+        plan.add(ownership_change(system, paths.modules_script, MODULES_MODE))
+        text = current_text(system, paths.rc_local) if is_file(system, paths.rc_local) else None
+        if text is not None:
             plan.add(
-                rc_local_edit(root, paths.rc_local, without_rc_local_line(text), "remove the rc.local line")
+                rc_local_edit(system, paths.rc_local, without_rc_local_line(text), "remove the rc.local line")
             )
     else:
-        text = read_text(paths.rc_local)
+        text = read_system_text(system, paths.rc_local)
         plan.add(
-            rc_local_edit(root, paths.rc_local, with_rc_local_line(text), "add the toa line to rc.local")
+            rc_local_edit(system, paths.rc_local, with_rc_local_line(text), "add the toa line to rc.local")
         )
-        plan.add(removal(root, paths.modules_script, "startup is rc.local now"))
+        plan.add(removal(system, paths.modules_script, "startup is rc.local now"))
     summary = f"write {CRON_FILE} (reloads toa every minute on {release})"
-    plan.add(hook_write(root, paths.cron_file, cron_file(release), summary, CRON_MODE, on_backup))
-    plan.add(ownership_change(root, paths.cron_file, CRON_MODE))
+    plan.add(hook_write(system, paths.cron_file, cron_file(release), summary, CRON_MODE, on_backup))
+    plan.add(ownership_change(system, paths.cron_file, CRON_MODE))
     return plan
 
 
-def restore_change(root: Root, path: Path, saved: dict[str, Any], notes: list[str]) -> Change | None:
+def restore_change(system: System, path: str, saved: dict[str, Any], notes: list[str]) -> Change | None:
     """Put back the file a take-over backed up: its bytes, mode and owner (None: already so)."""
-    backup = root.path(str(saved.get("backup")))
-    where = label(root, path)
+    backup = str(saved.get("backup"))
     try:
-        data = read_bytes(backup)
-    except (FileNotFoundError, UserError):
-        notes.append(f"the backup {saved.get('backup')} of {where} is gone: {where} is left as it is")
+        data = system.read_bytes(backup)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, NotRegularFile):
+        notes.append(f"the backup {saved.get('backup')} of {path} is gone: {path} is left as it is")
         return None
     try:
         mode, uid, gid = int(saved.get("mode", 0o644)), int(saved.get("uid", 0)), int(saved.get("gid", 0))
     except (TypeError, ValueError):
-        notes.append(f"the install record of {where} is damaged (mode/uid/gid): {where} is left as it is")
+        notes.append(f"the install record of {path} is damaged (mode/uid/gid): {path} is left as it is")
         return None
-    try:
-        same = read_bytes(path) == data
-        st = path.stat()
-        same = same and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid)
-    except (FileNotFoundError, UserError):
-        same = False
-    if same:
+    found = system.stat(path)
+    same = (
+        found is not None and found.kind == "file" and (found.mode, found.uid, found.gid) == (mode, uid, gid)
+    )
+    if same and system.read_bytes(path) == data:
         return None
 
     def restore() -> None:
-        written = atomic_write(path, data, mode=mode)
-        try:
-            os.chmod(written, mode)
-            with contextlib.suppress(PermissionError):
-                os.chown(written, uid, gid)
-        except OSError as exc:
-            raise disk_error(exc, written) from exc
+        written = system.write_bytes_atomic(path, data, mode=mode)
+        system.set_mode(written.path, mode, uid, gid)
 
-    return Change(f"restore {where} as it was before the install (from {saved.get('backup')})", restore)
+    return Change(f"restore {path} as it was before the install (from {saved.get('backup')})", restore)
 
 
-def plan_remove(root: Root, taken_over: dict[str, Any] | None = None, notes: list[str] | None = None) -> Plan:
+def plan_remove(
+    system: System, taken_over: dict[str, Any] | None = None, notes: list[str] | None = None
+) -> Plan:
     """Changes that undo the hooks: files we took over come back from their backups,
     files and lines carrying our marker go."""
-    paths = HookPaths.of(root)
+    paths = HookPaths.of(system)
     taken_over = taken_over or {}
     notes = notes if notes is not None else []
     plan = Plan("boot hooks")
@@ -395,25 +382,27 @@ def plan_remove(root: Root, taken_over: dict[str, Any] | None = None, notes: lis
         (MODULES_SCRIPT, paths.modules_script, "startup hook"),
         (CRON_FILE, paths.cron_file, "cron job"),
     ):
-        saved = taken_over.get(label(root, path)) or taken_over.get(system_path)
+        saved = taken_over.get(path) or taken_over.get(system_path)
         if saved:
-            plan.add(restore_change(root, path, saved, notes))
+            plan.add(restore_change(system, path, saved, notes))
         else:
-            plan.add(removal(root, path, why))
-    if paths.rc_local.is_file():
-        text = read_text(paths.rc_local)
-        plan.add(rc_local_edit(root, paths.rc_local, without_rc_local_line(text), "remove the rc.local line"))
+            plan.add(removal(system, path, why))
+    text = current_text(system, paths.rc_local) if is_file(system, paths.rc_local) else None
+    if text is not None:
+        plan.add(
+            rc_local_edit(system, paths.rc_local, without_rc_local_line(text), "remove the rc.local line")
+        )
     return plan
 
 
-def installed(root: Root) -> list[str]:
+def installed(system: System) -> list[str]:
     """System paths of the hooks present now (for the manifest and reports)."""
-    paths = HookPaths.of(root)
+    paths = HookPaths.of(system)
     found = [
-        system
-        for system, path in ((MODULES_SCRIPT, paths.modules_script), (CRON_FILE, paths.cron_file))
-        if path.is_file() and is_ours(read_text(path))
+        system_path
+        for system_path, path in ((MODULES_SCRIPT, paths.modules_script), (CRON_FILE, paths.cron_file))
+        if ours(system, path)
     ]
-    if paths.rc_local.is_file() and is_ours(read_text(paths.rc_local)):
+    if ours(system, paths.rc_local):
         found.append(RC_LOCAL)
     return found

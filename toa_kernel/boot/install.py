@@ -14,8 +14,8 @@ that ``invoke rollback`` can undo it.
 
 from __future__ import annotations
 
-import os
-import stat
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ from toa_kernel.boot.kernelfiles import (
 from toa_kernel.boot.preflight import BuildArtifacts
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import backup_file
 from toa_kernel.core.layout import BOOT_DIR, MODULES_DIR
 from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import FileStat, System
+from toa_kernel.system.opener import open_system
 from toa_kernel.system.runtime import read_text
 
 SECTION = "install"
@@ -104,6 +104,17 @@ class InstallReport:
         return rows
 
 
+def recorded_flags(record: dict[str, Any]) -> str:
+    """The flags naming the system a manifest record was made on."""
+    host = record.get("host") or ""
+    return (f"--host {host} " if host else "") + f"--root {record.get('root')}"
+
+
+def same_system(record: dict[str, Any], system: System) -> bool:
+    """True when a manifest record (with ``root`` and ``host``) was made on ``system``."""
+    return record.get("root") in (None, system.root) and (record.get("host") or "") == system.host
+
+
 class InstallRecord:
     """The manifest section ``install``, saved after every step.
 
@@ -111,18 +122,19 @@ class InstallRecord:
     across runs: rollback returns to the system as it was before any install.
     """
 
-    def __init__(self, workdir: Workdir, root: Root, release: str) -> None:
+    def __init__(self, workdir: Workdir, system: System, release: str) -> None:
         self.workdir = workdir
         existing = workdir.section(SECTION)
-        if existing and existing.get("root") not in (None, str(root.base)):
+        if existing and not same_system(existing, system):
             raise UserError(
-                f"{workdir.manifest_path} records an install into {existing['root']}, not rolled back",
-                f"run 'invoke rollback --root {existing['root']}' first, or use another --workdir",
+                f"{workdir.manifest_path} records an install into {recorded_flags(existing)}, "
+                "not rolled back",
+                f"run 'invoke rollback {recorded_flags(existing)}' first, or use another --workdir",
             )
-        self.root = root
+        self.system = system
         self.data: dict[str, Any] = {"files_added": [], "hooks": [], "grub": {}, "started_at": now_iso()}
         self.data.update(existing)
-        self.data.update(root=str(root.base), release=release)
+        self.data.update(root=system.root, host=system.host, release=release)
 
     @property
     def grub(self) -> dict[str, Any]:
@@ -135,45 +147,40 @@ class InstallRecord:
     def add_files(self, paths: list[str]) -> None:
         self.data["files_added"] = sorted(set(self.data.get("files_added") or []) | set(paths))
 
-    def take_over(self, system_path: str, backup: Path, st: os.stat_result) -> None:
+    def take_over(self, system_path: str, backup: str, st: FileStat) -> None:
         """Remember a hook file that was not ours, as it was (the first backup wins)."""
         taken = self.data.setdefault("taken_over", {})
         if system_path not in taken:
-            taken[system_path] = {
-                "backup": self.root.system_path(backup),
-                "mode": stat.S_IMODE(st.st_mode),
-                "uid": st.st_uid,
-                "gid": st.st_gid,
-            }
+            taken[system_path] = {"backup": backup, "mode": st.mode, "uid": st.uid, "gid": st.gid}
         self.save()
 
 
-def saved_default(root: Root) -> int | None:
+def saved_default(system: System) -> int | None:
     """The entry GRUB's ``savedefault`` recorded (for ``default=saved``)."""
-    text = read_text(root, SAVED_DEFAULT, limit=64)
+    text = read_text(system, SAVED_DEFAULT, limit=64)
     return None if text is None else grubconf.parse_saved_default(text)  # savedefault leaves "N\0\n..."
 
 
 def grub_edit_plan(
-    root: Root, settings: Settings, release: str, initramfs: bool, trial: bool = False
+    system: System, settings: Settings, release: str, initramfs: bool, trial: bool = False
 ) -> GrubPlan:
     """The grub.conf edit for ``release`` on the file as it is now (``trial``: boot it once)."""
     initrd = boot_entry_policy(settings).initrd_name(release) if initramfs else ""
-    grub, args, saved = GrubFile.read(root), kernel_args(settings), saved_default(root)
+    grub, args, saved = GrubFile.read(system), kernel_args(settings), saved_default(system)
     if trial:
         return trialboot.plan_trial(grub, release, args, initrd, saved, settings.trial_panic)
     return plan_edit(grub, release, args, initrd, saved)
 
 
 def check_grub(
-    root: Root, settings: Settings, release: str, initramfs: bool, trial: bool = False
+    system: System, settings: Settings, release: str, initramfs: bool, trial: bool = False
 ) -> tuple[GrubPlan | None, list[ToaError]]:
     """Preflight of the grub.conf step: found, parseable, editable, writable."""
     try:
-        planned = grub_edit_plan(root, settings, release, initramfs, trial)
+        planned = grub_edit_plan(system, settings, release, initramfs, trial)
     except UserError as exc:
         return None, [exc]
-    problem = write_problem(planned.grub.path, planned.grub.label)
+    problem = write_problem(system, planned.grub.path)
     return planned, [problem] if problem else []
 
 
@@ -182,7 +189,7 @@ def record_grub(record: InstallRecord, planned: GrubPlan) -> None:
     grub = record.grub
     grub.setdefault("path", planned.grub.label)
     if planned.backups and not grub.get("backup"):
-        grub["backup"] = planned.grub.root.system_path(planned.backups[0])
+        grub["backup"] = planned.backups[0]
     edit = planned.edit
     if edit.changed and "previous_entry" not in grub:
         previous = edit.previous_default if edit.previous_default != edit.entry_index else None
@@ -200,7 +207,7 @@ def describe_grub(planned: GrubPlan, report: InstallReport) -> None:
     report.grub_conf = planned.grub.label
     report.notes += list(planned.edit.notes or [])
     if planned.backups:
-        report.grub_backup = planned.grub.root.system_path(planned.backups[0])
+        report.grub_backup = planned.backups[0]
     config = grubconf.parse(planned.edit.text)
     report.default_entry = grubconf.default_index(config)
     report.fallback_entry = config.fallback
@@ -215,13 +222,18 @@ def apply_grub(planned: GrubPlan, record: InstallRecord, report: InstallReport, 
     record_grub(record, planned)
     record.save()
     describe_grub(planned, report)
-    report.grub_backup = existing_backup(planned.grub.root, record, report)
+    report.grub_backup = existing_backup(planned.grub.system, record, report)
 
 
-def existing_backup(root: Root, record: InstallRecord, report: InstallReport) -> str | None:
+def is_file(system: System, path: str) -> bool:
+    found = system.stat(path)
+    return found is not None and found.kind == "file"
+
+
+def existing_backup(system: System, record: InstallRecord, report: InstallReport) -> str | None:
     """The backup rollback will use, named only while it exists (else this run's, or none)."""
     recorded = record.grub.get("backup")
-    if recorded and root.path(recorded).is_file():
+    if recorded and is_file(system, str(recorded)):
         return str(recorded)
     if recorded:
         report.notes.append(
@@ -229,29 +241,40 @@ def existing_backup(root: Root, record: InstallRecord, report: InstallReport) ->
             "point default= back"
         )
     made = report.grub_backup
-    return made if made and root.path(made).is_file() else None
+    return made if made and is_file(system, made) else None
 
 
 def kernel_problems(
-    root: Root, artifacts: BuildArtifacts, request: InstallRequest, kernel_plan: Plan, grub_size: int
+    system: System, artifacts: BuildArtifacts, request: InstallRequest, kernel_plan: Plan, grub_size: int
 ) -> list[ToaError]:
     """Checks that matter only when kernel files must be installed."""
     if not kernel_plan:
         return []
-    problems = preflight.tools(["make"])
-    if root_installkernel(root) is None and request.initramfs:
+    local_make = ["make"] if artifacts.modules_tree is None else []
+    problems = preflight.tools(local_make) + preflight.system_tools(system, ["depmod"])
+    if root_installkernel(system) is None and request.initramfs:
         problems.append(
             UserError(
-                f"{root.base} has no executable /sbin/installkernel, so no initramfs would be made",
+                f"{system.label} has no executable /sbin/installkernel, so no initramfs would be made",
                 "install the system's installkernel (yum install dracut grubby), or pass --no-initramfs "
                 "if this kernel boots without one",
             )
         )
     needs = [
-        preflight.boot_need(root, artifacts, request.initramfs, grub_size),
-        preflight.modules_need(root, artifacts),
+        preflight.boot_need(system, artifacts, request.initramfs, grub_size),
+        preflight.modules_need(artifacts),
     ]
-    return problems + preflight.free_space(needs)
+    return problems + preflight.free_space(system, needs)
+
+
+@contextlib.contextmanager
+def system_for(settings: Settings, system: System | None) -> Iterator[System]:
+    """The System a step acts on: the one given, else the one the settings name (closed after)."""
+    if system is not None:
+        yield system
+        return
+    with open_system(settings) as opened:
+        yield opened
 
 
 def install_kernel(
@@ -259,37 +282,46 @@ def install_kernel(
     request: InstallRequest,
     console: Console | None = None,
     euid: int | None = None,
+    system: System | None = None,
 ) -> InstallReport:
-    """Install the built TOA kernel under ``settings.root`` and make it the default."""
-    console = console or Console()
-    root = Root.of(settings.root)
+    """Install the built TOA kernel on the system (``settings``' root and host) and make it the default."""
+    with system_for(settings, system) as target:
+        return install_on(target, settings, request, console or Console(), euid)
+
+
+def install_on(
+    system: System, settings: Settings, request: InstallRequest, console: Console, euid: int | None
+) -> InstallReport:
     workdir = Workdir(settings.workdir)
     artifacts = preflight.build_artifacts(workdir, request.release)
     release = boothooks.check_release(artifacts.release)
-    files = KernelFiles(root, release)
+    files = KernelFiles(system, release)
     log = CommandLog(workdir.logs / f"install-{release}.log")
+    stage = workdir.path / "stage" / release
 
-    problems = preflight.privileges(root, euid) + preflight.directories(root) + preflight.inside_root(root)
-    problems += preflight.not_running(root, release, request.force)
-    problems += boothooks.problems(root, settings.startup, request.take_over_hooks)
-    planned_grub, grub_problems = check_grub(root, settings, release, request.initramfs, request.trial)
+    problems = (
+        preflight.privileges(system, euid) + preflight.directories(system) + preflight.inside_root(system)
+    )
+    problems += preflight.not_running(system, release, request.force)
+    problems += boothooks.problems(system, settings.startup, request.take_over_hooks)
+    planned_grub, grub_problems = check_grub(system, settings, release, request.initramfs, request.trial)
     problems += grub_problems
-    kernel_plan = plan_kernel_files(files, artifacts, request.initramfs, log)
-    grub_size = planned_grub.grub.path.stat().st_size if planned_grub else 0
-    problems += kernel_problems(root, artifacts, request, kernel_plan, grub_size)
+    kernel_plan = plan_kernel_files(files, artifacts, request.initramfs, log, stage)
+    grub_size = len(planned_grub.grub.text.encode(errors="surrogateescape")) if planned_grub else 0
+    problems += kernel_problems(system, artifacts, request, kernel_plan, grub_size)
     preflight.require(problems)
     assert planned_grub is not None
-    record = InstallRecord(workdir, root, release)
-    report = InstallReport(release=release, root=str(root.base), dry_run=request.dry_run)
+    record = InstallRecord(workdir, system, release)
+    report = InstallReport(release=release, root=system.root, dry_run=request.dry_run)
     if request.dry_run:
-        return dry_run(root, settings, kernel_plan, planned_grub, report, console)
+        return dry_run(system, settings, kernel_plan, planned_grub, report, console)
 
-    install_files(files, artifacts, request, log, planned_grub.grub, record, report, console)
-    hooks = boothooks.plan_install(root, release, settings.startup, on_backup=record.take_over)
+    install_files(files, artifacts, request, log, stage, planned_grub.grub, record, report, console)
+    hooks = boothooks.plan_install(system, release, settings.startup, on_backup=record.take_over)
     report.changes += hooks.apply(False, echo=console.say)
-    report.hooks = boothooks.installed(root)
+    report.hooks = boothooks.installed(system)
     record.save(status="boot hooks installed", startup=settings.startup, hooks=report.hooks)
-    planned = grub_edit_plan(root, settings, release, request.initramfs, request.trial)
+    planned = grub_edit_plan(system, settings, release, request.initramfs, request.trial)
     apply_grub(planned, record, report, console)
     record.save(status="ok", finished_at=now_iso())
     return report
@@ -300,23 +332,25 @@ def install_files(
     artifacts: BuildArtifacts,
     request: InstallRequest,
     log: CommandLog,
+    stage: Path,
     grub: GrubFile,
     record: InstallRecord,
     report: InstallReport,
     console: Console,
 ) -> None:
-    """Modules and kernel into the root, then check what landed."""
-    root = files.root
+    """Modules and kernel onto the system, then check what landed."""
     before = files.present()
 
     def backup_grub() -> None:
         # installkernel (grubby) edits grub.conf: keep the file as it was before.
-        backup = backup_file(grub.path)
+        backup = grub.system.backup(grub.path)
         if not record.grub.get("backup"):
-            record.grub.update(path=grub.label, backup=root.system_path(backup))
+            record.grub.update(path=grub.label, backup=backup)
         record.save()
 
-    plan = plan_kernel_files(files, artifacts, request.initramfs, log, before_installkernel=backup_grub)
+    plan = plan_kernel_files(
+        files, artifacts, request.initramfs, log, stage, before_installkernel=backup_grub
+    )
     if plan:
         record.save(status="installing kernel files")
     try:
@@ -342,7 +376,7 @@ def install_files(
 
 
 def dry_run(
-    root: Root,
+    system: System,
     settings: Settings,
     kernel_plan: Plan,
     planned_grub: GrubPlan,
@@ -351,15 +385,15 @@ def dry_run(
 ) -> InstallReport:
     """Print the three plans; change nothing."""
     report.changes += kernel_plan.apply(True, echo=console.say)
-    hooks = boothooks.plan_install(root, report.release, settings.startup)
+    hooks = boothooks.plan_install(system, report.release, settings.startup)
     report.changes += hooks.apply(True, echo=console.say)
-    if root_installkernel(root) is not None and any(change.command for change in kernel_plan):
+    if root_installkernel(system) is not None and any(change.command for change in kernel_plan):
         report.notes.append(
             "installkernel adds its own grub.conf entry first; the diff shown is for grub.conf as it is now"
         )
     report.changes += planned_grub.plan.apply(True, echo=console.say)
     describe_grub(planned_grub, report)
-    report.hooks = boothooks.installed(root)
+    report.hooks = boothooks.installed(system)
     return report
 
 
@@ -381,27 +415,39 @@ def configure_grub(
     console: Console | None = None,
     euid: int | None = None,
     trial: bool = False,
+    system: System | None = None,
 ) -> InstallReport:
     """``invoke grub``: only the grub.conf step, for a release already in /boot (``trial``: once)."""
-    console = console or Console()
-    root = Root.of(settings.root)
+    with system_for(settings, system) as target:
+        return grub_on(target, settings, release, dry_run, console or Console(), euid, trial)
+
+
+def grub_on(
+    system: System,
+    settings: Settings,
+    release: str | None,
+    dry_run: bool,
+    console: Console,
+    euid: int | None,
+    trial: bool,
+) -> InstallReport:
     workdir = Workdir(settings.workdir)
     release = grub_release(workdir, release)
-    files = KernelFiles(root, release)
-    problems = preflight.privileges(root, euid) + preflight.inside_root(root)
-    if not files.vmlinuz.is_file():
+    files = KernelFiles(system, release)
+    problems = preflight.privileges(system, euid) + preflight.inside_root(system)
+    if not files.is_file(files.vmlinuz):
         problems.append(
             UserError(
-                f"{BOOT_DIR}/vmlinuz-{release} does not exist under {root.base}: GRUB could not boot it",
+                f"{BOOT_DIR}/vmlinuz-{release} does not exist on {system.label}: GRUB could not boot it",
                 "run 'invoke install-kernel' (it installs the kernel, then edits grub.conf)",
             )
         )
-    initramfs = files.initramfs.is_file()
-    planned, grub_problems = check_grub(root, settings, release, initramfs, trial)
+    initramfs = files.is_file(files.initramfs)
+    planned, grub_problems = check_grub(system, settings, release, initramfs, trial)
     preflight.require(problems + grub_problems)
     assert planned is not None
-    record = InstallRecord(workdir, root, release)
-    report = InstallReport(release=release, root=str(root.base), dry_run=dry_run)
+    record = InstallRecord(workdir, system, release)
+    report = InstallReport(release=release, root=system.root, dry_run=dry_run)
     if not initramfs:
         report.notes.append(f"no {BOOT_DIR}/initramfs-{release}.img: an added entry gets no initrd line")
     if not files.toa_modules():

@@ -8,17 +8,16 @@ nothing has been written when it does.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, ToolMissing, UserError
 from toa_kernel.core.layout import BOOT_DIR, CRON_FILE, MODULES_DIR, MODULES_SCRIPT, PROC_OSRELEASE
 from toa_kernel.core.state import Workdir
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 from toa_kernel.system.runtime import read_text
 
 MiB = 1024 * 1024
@@ -71,14 +70,17 @@ class BuildArtifacts:
     bzimage: Path
     system_map: Path
     toa_ko: Path
+    # build --host: lib/modules/R as modules_install made it on the build host, fetched back
+    modules_tree: Path | None = None
 
     @property
     def config(self) -> Path:
         return self.tree / ".config"
 
     def modules(self) -> list[Path]:
-        """Every module the tree built (``make modules_install`` installs them all)."""
-        return [path for path in self.tree.rglob("*.ko") if path.is_file()]
+        """Every module the build made (``make modules_install`` installs them all)."""
+        where = self.modules_tree or self.tree
+        return [path for path in where.rglob("*.ko") if path.is_file()]
 
 
 def artifact_path(workdir: Workdir, value: Any) -> Path:
@@ -112,6 +114,7 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
             bzimage=artifact_path(workdir, build["bzimage"]),
             system_map=artifact_path(workdir, build["system_map"]),
             toa_ko=artifact_path(workdir, build["toa_ko"]),
+            modules_tree=artifact_path(workdir, build["modules_tree"]) if build.get("modules_tree") else None,
         )
     except KeyError as exc:
         raise UserError(
@@ -119,8 +122,14 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
         ) from None
     missing = [
         str(path)
-        for path in (artifacts.tree, artifacts.bzimage, artifacts.system_map, artifacts.toa_ko)
-        if not path.exists()
+        for path in (
+            artifacts.tree,
+            artifacts.bzimage,
+            artifacts.system_map,
+            artifacts.toa_ko,
+            artifacts.modules_tree,
+        )
+        if path is not None and not path.exists()
     ]
     if missing:
         raise UserError(
@@ -130,27 +139,37 @@ def build_artifacts(workdir: Workdir, release: str | None = None) -> BuildArtifa
     return artifacts
 
 
-def running_release(root: Root) -> str | None:
+def running_release(system: System) -> str | None:
     """The release of the kernel running the root (``/proc/sys/kernel/osrelease``)."""
-    return (read_text(root, PROC_OSRELEASE, limit=256) or "").strip() or None
+    return (read_text(system, PROC_OSRELEASE, limit=256) or "").strip() or None
 
 
-def privileges(root: Root, euid: int | None = None) -> list[ToaError]:
-    """Changing the live system needs root."""
-    euid = os.geteuid() if euid is None else euid
-    if root.is_live and euid != 0:
+def privileges(system: System, euid: int | None = None) -> list[ToaError]:
+    """Changing the live system needs root (a root login, or sudo on a server)."""
+    if not system.is_live:
+        return []
+    euid = system.effective_uid() if euid is None else euid
+    if euid == 0:
+        return []
+    if system.host:
         return [
             UserError(
-                "installing a kernel changes /boot, /lib/modules and /etc: it needs root privileges",
-                "run it as root (sudo -E invoke ...), or pass --root DIR to act on a copy",
+                f"installing a kernel on {system.host} changes /boot, /lib/modules and /etc: the login "
+                "must be root",
+                "log in as root (--host root@HOST), or pass --sudo for a login with NOPASSWD sudo",
             )
         ]
-    return []
+    return [
+        UserError(
+            "installing a kernel changes /boot, /lib/modules and /etc: it needs root privileges",
+            "run it as root (sudo -E invoke ...), or pass --root DIR to act on a copy",
+        )
+    ]
 
 
-def not_running(root: Root, release: str, force: bool) -> list[ToaError]:
+def not_running(system: System, release: str, force: bool) -> list[ToaError]:
     """Reinstalling over the running kernel needs ``--force``."""
-    if not force and running_release(root) == release:
+    if not force and running_release(system) == release:
         return [
             UserError(
                 f"{release} is the running kernel: reinstalling replaces the modules it uses now",
@@ -161,6 +180,7 @@ def not_running(root: Root, release: str, force: bool) -> list[ToaError]:
 
 
 def tools(names: Iterable[str]) -> list[ToaError]:
+    """Programs needed on the machine the tool runs on (where the kernel tree is)."""
     hints = {
         "make": "install make (yum install make)",
         "depmod": "install module-init-tools (yum install module-init-tools)",
@@ -168,17 +188,29 @@ def tools(names: Iterable[str]) -> list[ToaError]:
     return [ToolMissing(name, hints.get(name, f"install {name}")) for name in names if not shutil.which(name)]
 
 
-def existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+def system_tools(system: System, names: Iterable[str]) -> list[ToaError]:
+    """Programs needed on the system itself."""
+    hints = {"depmod": "install module-init-tools (yum install module-init-tools)"}
+    return [
+        ToolMissing(name, f"on {system.label}: " + hints.get(name, f"install {name}"))
+        for name in names
+        if system.which(name) is None
+    ]
+
+
+def existing_ancestor(system: System, system_path: str) -> str:
+    """The deepest existing directory (or file) on the way to ``system_path``."""
+    path = PurePosixPath(system_path)
+    while system.stat(str(path)) is None and path != path.parent:
         path = path.parent
-    return path
+    return str(path)
 
 
 @dataclass(frozen=True)
 class SpaceNeed:
-    """Bytes a step will write into one directory of the root."""
+    """Bytes a step will write into one directory of the system."""
 
-    directory: Path
+    directory: str  # a system path
     label: str
     size: int
 
@@ -194,38 +226,42 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def initramfs_estimate(root: Root, artifacts: BuildArtifacts) -> int:
+def initramfs_estimate(system: System, artifacts: BuildArtifacts) -> int:
     """The largest initramfs already in /boot, or a multiple of the kernel's size."""
-    boot = root.path(BOOT_DIR)
-    existing = [file_size(p) for pattern in ("initramfs-*.img", "initrd-*.img") for p in boot.glob(pattern)]
-    return max([INITRAMFS_TO_KERNEL * file_size(artifacts.bzimage), *existing])
+    try:
+        names = system.listdir(BOOT_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    images = [n for n in names if n.endswith(".img") and n.startswith(("initramfs-", "initrd-"))]
+    sizes = [found.size for n in images if (found := system.stat(f"{BOOT_DIR}/{n}")) is not None]
+    return max([INITRAMFS_TO_KERNEL * file_size(artifacts.bzimage), *sizes])
 
 
-def boot_need(root: Root, artifacts: BuildArtifacts, initramfs: bool, grub_size: int) -> SpaceNeed:
+def boot_need(system: System, artifacts: BuildArtifacts, initramfs: bool, grub_size: int) -> SpaceNeed:
     """/boot: kernel, System.map, config, initramfs, grub.conf backups and temp file."""
     size = file_size(artifacts.bzimage) + file_size(artifacts.system_map) + file_size(artifacts.config)
     if initramfs:
-        size += initramfs_estimate(root, artifacts)
+        size += initramfs_estimate(system, artifacts)
     size += 3 * grub_size
-    return SpaceNeed(root.path(BOOT_DIR), BOOT_DIR, with_margin(size))
+    return SpaceNeed(BOOT_DIR, BOOT_DIR, with_margin(size))
 
 
-def modules_need(root: Root, artifacts: BuildArtifacts) -> SpaceNeed:
+def modules_need(artifacts: BuildArtifacts) -> SpaceNeed:
     """/lib/modules: every module of the tree plus depmod's indexes (about a tenth more)."""
     size = sum(file_size(path) for path in artifacts.modules())
-    return SpaceNeed(root.path(MODULES_DIR), MODULES_DIR, with_margin(math.ceil(size * 1.1)))
+    return SpaceNeed(MODULES_DIR, MODULES_DIR, with_margin(math.ceil(size * 1.1)))
 
 
-def free_space(needs: Iterable[SpaceNeed]) -> list[ToaError]:
+def free_space(system: System, needs: Iterable[SpaceNeed]) -> list[ToaError]:
     """Enough free space for every need, needs on one filesystem added together."""
     by_device: dict[int, list[SpaceNeed]] = {}
     free: dict[int, int] = {}
     for need in needs:
-        anchor = existing_ancestor(need.directory)
-        st = os.statvfs(anchor)
-        device = anchor.stat().st_dev
+        anchor = existing_ancestor(system, need.directory)
+        found = system.stat(anchor)
+        device = found.device if found is not None else 0
         by_device.setdefault(device, []).append(need)
-        free[device] = st.f_bavail * st.f_frsize
+        free[device] = system.free_bytes(anchor)
     problems: list[ToaError] = []
     for device, group in by_device.items():
         wanted = sum(need.size for need in group)
@@ -233,45 +269,53 @@ def free_space(needs: Iterable[SpaceNeed]) -> list[ToaError]:
             where = " and ".join(need.label for need in group)
             problems.append(
                 EnvironmentFailure(
-                    f"not enough free space for {where}: need about {wanted / MiB:.1f} MiB "
+                    f"not enough free space for {where} on {system.label}: need about {wanted / MiB:.1f} MiB "
                     f"(estimated from the build, with margin), {free[device] / MiB:.1f} MiB free",
-                    f"free space in {group[0].directory} (remove old kernels: package-cleanup "
-                    "--oldkernels --count=2) and run again",
+                    f"free space in {system.host_path(group[0].directory)} (remove old kernels: "
+                    "package-cleanup --oldkernels --count=2) and run again",
                 )
             )
     return problems
 
 
-def directories(root: Root) -> list[ToaError]:
+def directories(system: System) -> list[ToaError]:
     """/boot and /lib/modules exist and can be written."""
     problems: list[ToaError] = []
-    boot = root.path(BOOT_DIR)
-    if not boot.is_dir():
+    boot = system.stat(BOOT_DIR)
+    if boot is None or boot.kind != "dir":
         problems.append(
-            UserError(f"{BOOT_DIR} does not exist under {root.base}", "check --root (it must hold /boot)")
+            UserError(f"{BOOT_DIR} does not exist on {system.label}", "check --root (it must hold /boot)")
         )
-    for directory, label in ((boot, BOOT_DIR), (existing_ancestor(root.path(MODULES_DIR)), MODULES_DIR)):
-        if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+    for directory, label in ((BOOT_DIR, BOOT_DIR), (existing_ancestor(system, MODULES_DIR), MODULES_DIR)):
+        found = system.stat(directory)
+        if found is not None and found.kind == "dir" and not system.writable(directory):
             problems.append(
                 EnvironmentFailure(
-                    f"{label} is not writable ({directory})",
+                    f"{label} is not writable ({system.host_path(directory)} on {system.label})",
                     "remount it read-write (mount -o remount,rw /boot) and run as root",
                 )
             )
     return problems
 
 
-def inside_root(root: Root) -> list[ToaError]:
-    """The directories written into must not lead out of the root through a symlink."""
-    if root.is_live:
+def inside_root(system: System) -> list[ToaError]:
+    """The directories written into must not lead out of the root through a symlink
+    (commands such as installkernel and depmod follow the host's links, not the root's)."""
+    if system.is_live:
         return []
+    base = PurePosixPath(system.host_realpath("/"))
     problems: list[ToaError] = []
-    for system_path in (BOOT_DIR, MODULES_DIR, str(Path(MODULES_SCRIPT).parent), str(Path(CRON_FILE).parent)):
-        real = Path(os.path.realpath(existing_ancestor(root.path(system_path))))
-        if real != root.base and root.base not in real.parents:
+    for system_path in (
+        BOOT_DIR,
+        MODULES_DIR,
+        str(PurePosixPath(MODULES_SCRIPT).parent),
+        str(PurePosixPath(CRON_FILE).parent),
+    ):
+        real = PurePosixPath(system.host_realpath(system_path))
+        if real != base and base not in real.parents:
             problems.append(
                 UserError(
-                    f"{system_path} under {root.base} leads out of it, to {real}",
+                    f"{system_path} under {system.root} leads out of it, to {real}",
                     "use a root whose directories are inside it (relative links only), or --root /",
                 )
             )

@@ -21,13 +21,13 @@ from toa_kernel.boot import hooks as boothooks
 from toa_kernel.boot import preflight
 from toa_kernel.boot import trial as trialboot
 from toa_kernel.boot.grubstep import GrubFile, GrubPlan, plan_restore, write_problem
+from toa_kernel.boot.install import recorded_flags, same_system, system_for
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import remove_tree
 from toa_kernel.core.plan import Change, Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 
 SECTION = "install"
 DONE_SECTION = "rollback"
@@ -61,17 +61,17 @@ class RollbackReport:
         return rows
 
 
-def grub_step(root: Root, record: dict[str, Any]) -> tuple[GrubPlan | None, list[str], list[ToaError]]:
+def grub_step(system: System, record: dict[str, Any]) -> tuple[GrubPlan | None, list[str], list[ToaError]]:
     """The grub.conf restore (None when the install never touched grub.conf)."""
     grub_record = record.get("grub") or {}
     if not (grub_record.get("backup") or grub_record.get("previous_entry")):
         return None, [], []
     try:
-        grub = GrubFile.read(root)
+        grub = GrubFile.read(system)
         planned, notes = plan_restore(grub, grub_record)
     except UserError as exc:
         return None, [], [exc]
-    problem = write_problem(grub.path, grub.label) if planned.plan else None
+    problem = write_problem(system, grub.path) if planned.plan else None
     return planned, notes, [problem] if problem else []
 
 
@@ -80,29 +80,36 @@ def rollback(
     dry_run: bool = False,
     console: Console | None = None,
     euid: int | None = None,
+    system: System | None = None,
 ) -> RollbackReport:
-    """Undo what the manifest says install-kernel (or grub) did under ``settings.root``."""
-    console = console or Console()
-    root = Root.of(settings.root)
+    """Undo what the manifest says install-kernel (or grub) did on the system ``settings`` name."""
+    with system_for(settings, system) as target:
+        return rollback_on(target, settings, dry_run, console or Console(), euid)
+
+
+def rollback_on(
+    system: System, settings: Settings, dry_run: bool, console: Console, euid: int | None
+) -> RollbackReport:
     workdir = Workdir(settings.workdir)
     record = workdir.section(SECTION)
-    report = RollbackReport(root=str(root.base), release=record.get("release"), dry_run=dry_run)
-    if record and record.get("root") not in (None, str(root.base)):
+    report = RollbackReport(root=system.root, release=record.get("release"), dry_run=dry_run)
+    if record and not same_system(record, system):
         raise UserError(
-            f"the install recorded in {workdir.manifest_path} went into {record['root']}, not {root.base}",
-            f"run 'invoke rollback --root {record['root']}'",
+            f"the install recorded in {workdir.manifest_path} went into {recorded_flags(record)}, "
+            f"not {system.flags}",
+            f"run 'invoke rollback {recorded_flags(record)}'",
         )
-    problems = preflight.privileges(root, euid) + preflight.inside_root(root)
-    planned, notes, grub_problems = grub_step(root, record)
+    problems = preflight.privileges(system, euid) + preflight.inside_root(system)
+    planned, notes, grub_problems = grub_step(system, record)
     preflight.require(problems + grub_problems)
     report.notes += notes
     if not record:
         report.notes.append(
             "no install is recorded in the work directory: only marked boot hooks are removed"
         )
-    hooks = boothooks.plan_remove(root, record.get("taken_over"), report.notes)
-    leftovers = plan_leftovers(root, record)
-    saved_default = trialboot.plan_restore_saved_default(root, record.get(trialboot.TRIAL_KEY) or {})
+    hooks = boothooks.plan_remove(system, record.get("taken_over"), report.notes)
+    leftovers = plan_leftovers(system, record)
+    saved_default = trialboot.plan_restore_saved_default(system, record.get(trialboot.TRIAL_KEY) or {})
     plans = [
         p
         for p in (planned.plan if planned else None, saved_default, hooks, leftovers or None)
@@ -111,11 +118,11 @@ def rollback(
     report.changes += apply_all(plans, dry_run, console)
     if planned is not None:
         report.grub_conf = planned.grub.label
-    removed = set(leftover_files(root, record)) if dry_run else set()
+    removed = set(leftover_files(system, record)) if dry_run else set()
     report.kept = [
-        path for path in record.get("files_added") or [] if path not in removed and root.path(path).exists()
+        path for path in record.get("files_added") or [] if path not in removed and system.exists(path)
     ]
-    if preflight.running_release(root) == report.release and report.release:
+    if preflight.running_release(system) == report.release and report.release:
         report.notes.append(
             f"{report.release} is running now: the previous kernel boots after the next reboot"
         )
@@ -125,22 +132,22 @@ def rollback(
     return report
 
 
-def leftover_files(root: Root, record: dict[str, Any]) -> list[str]:
+def leftover_files(system: System, record: dict[str, Any]) -> list[str]:
     """Kernel files an install added and then failed before grub.conf pointed at them
     (nothing boots them). A finished install keeps its files."""
     grub_edited = bool((record.get("grub") or {}).get("written_sha256"))
     if not record or record.get("status") == "ok" or grub_edited:
         return []
-    return [path for path in record.get("files_added") or [] if root.path(path).exists()]
+    return [path for path in record.get("files_added") or [] if system.exists(path)]
 
 
-def plan_leftovers(root: Root, record: dict[str, Any]) -> Plan:
+def plan_leftovers(system: System, record: dict[str, Any]) -> Plan:
     plan = Plan("kernel files")
-    for system_path in leftover_files(root, record):
+    for system_path in leftover_files(system, record):
         plan.add(
             Change(
                 f"remove {system_path} (left by an install that did not finish)",
-                functools.partial(remove_tree, root.path(system_path)),
+                functools.partial(system.remove, system_path, recursive=True),
             )
         )
     return plan

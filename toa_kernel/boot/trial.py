@@ -22,18 +22,18 @@ backup) is kept in the manifest's ``install`` section under ``trial``.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from toa_kernel.boot import grubconf
 from toa_kernel.boot.grubstep import GrubFile, GrubPlan, entry_identity, guarded_write
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import atomic_write, backup_file
-from toa_kernel.core.plan import Change, Plan, file_edit, unified_diff
+from toa_kernel.core.fileops import decode_text
+from toa_kernel.core.plan import Change, Plan, unified_diff
 from toa_kernel.core.state import now_iso
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
+from toa_kernel.system.files import current_text, system_file_edit
 
 TRIAL_KEY = "trial"
 DEFAULT_FILE_MODE = 0o644
@@ -48,24 +48,24 @@ HANG_NOTE = (
 class SavedDefaultFile:
     """GRUB's ``default`` file, beside the grub.conf GRUB reads."""
 
-    root: Root
-    path: Path
+    system: System
+    path: str  # a system path
     text: str | None  # None: the file does not exist
 
     @classmethod
     def beside(cls, grub: GrubFile) -> SavedDefaultFile:
-        path = grub.path.parent / grubconf.SAVED_DEFAULT_FILE
+        path = str(PurePosixPath(grub.path).parent / grubconf.SAVED_DEFAULT_FILE)
         try:
-            text: str | None = path.read_bytes().decode(errors="surrogateescape")
-        except FileNotFoundError:
-            text = None
+            text = current_text(grub.system, path)
         except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror}", "run as root") from exc
-        return cls(grub.root, path, text)
+            raise UserError(
+                f"cannot read {path} on {grub.system.label}: {exc.strerror}", "run as root"
+            ) from exc
+        return cls(grub.system, path, text)
 
     @property
     def label(self) -> str:
-        return self.root.system_path(self.path)
+        return self.path
 
     @property
     def entry(self) -> int | None:
@@ -82,22 +82,22 @@ class TrialPlan(GrubPlan):
     """The trial's grub.conf edit plus the ``default`` file, and their backups."""
 
     saved: SavedDefaultFile | None = None
-    saved_backups: list[Path] = field(default_factory=list)
+    saved_backups: list[str] = field(default_factory=list)
 
 
-def plan_saved_default(saved: SavedDefaultFile, index: int, backups: list[Path]) -> Change | None:
+def plan_saved_default(saved: SavedDefaultFile, index: int, backups: list[str]) -> Change | None:
     """Write the ``default`` file so ``default saved`` boots entry ``index`` (None: it already does)."""
     if saved.holds(index):
         return None
 
     def backup() -> None:
-        if saved.path.exists():
-            backups.append(backup_file(saved.path))
+        if saved.system.exists(saved.path):
+            backups.append(saved.system.backup(saved.path))
 
     summary = f"write {saved.label}: boot entry {index} next (GRUB's saved default)"
-    return file_edit(
-        saved.path, grubconf.saved_default_text(index), summary, label=saved.label.lstrip("/"),
-        mode=DEFAULT_FILE_MODE, before=backup,
+    return system_file_edit(
+        saved.system, saved.path, grubconf.saved_default_text(index), summary, mode=DEFAULT_FILE_MODE,
+        before=backup,
     )  # fmt: skip
 
 
@@ -138,7 +138,7 @@ def trial_record(planned: TrialPlan, previous: dict[str, Any] | None) -> dict[st
     record.setdefault("default_file", planned.saved.label)
     record.setdefault("default_file_existed", planned.saved.text is not None)
     if planned.saved_backups and not record.get("default_file_backup"):
-        record["default_file_backup"] = planned.grub.root.system_path(planned.saved_backups[0])
+        record["default_file_backup"] = planned.saved_backups[0]
     record.update(
         entry=entry_identity(config, edit.entry_index),
         return_entry=entry_identity(config, edit.return_entry),
@@ -190,40 +190,47 @@ def plan_commit(grub: GrubFile, release: str) -> GrubPlan:
 # ---------------------------------------------------------------- rollback
 
 
-def plan_restore_saved_default(root: Root, trial: dict[str, Any]) -> Plan:
+def plan_restore_saved_default(system: System, trial: dict[str, Any]) -> Plan:
     """The ``default`` file as it was before the trial: removed when the trial created it,
     else its backup's bytes back."""
     plan = Plan("grub default file")
     label = trial.get("default_file")
     if not label:
         return plan
-    path = root.resolve(label)
+    path = system.resolve(label)
     if not trial.get("default_file_existed"):
-        if path.exists() or path.is_symlink():
-            plan.add(remove_change(path, label))
+        if system.stat(path, follow_symlinks=False) is not None:
+            plan.add(remove_change(system, path, label))
         return plan
-    backup = root.path(trial["default_file_backup"]) if trial.get("default_file_backup") else None
-    if backup is not None and backup.is_file():
-        summary = f"restore {label} as it was before the trial (from {trial['default_file_backup']})"
-        plan.add(restore_change(path, backup.read_bytes(), summary, label))
+    backup = trial.get("default_file_backup")
+    data = read_backup(system, backup) if backup else None
+    if data is not None:
+        summary = f"restore {label} as it was before the trial (from {backup})"
+        plan.add(restore_change(system, path, data, summary, label))
     return plan
 
 
-def remove_change(path: Path, label: str) -> Change:
-    old = path.read_bytes().decode(errors="surrogateescape") if path.is_file() else ""
+def read_backup(system: System, backup: str) -> bytes | None:
+    try:
+        return system.read_bytes(backup)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def remove_change(system: System, path: str, label: str) -> Change:
+    old = current_text(system, path) or ""
 
     def remove() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        system.remove(path)
 
     summary = f"remove {label} (the trial created it)"
     return Change(summary=summary, action=remove, diff=unified_diff(old, "", label.lstrip("/")))
 
 
-def restore_change(path: Path, data: bytes, summary: str, label: str) -> Change | None:
-    current = path.read_bytes() if path.is_file() else None
-    if current == data:
+def restore_change(system: System, path: str, data: bytes, summary: str, label: str) -> Change | None:
+    current = current_text(system, path)
+    new = decode_text(data)
+    if current == new:
         return None
-    old, new = ((text or b"").decode(errors="surrogateescape") for text in (current, data))
-    diff = unified_diff(old, new, label.lstrip("/"))
-    return Change(summary=summary, action=lambda: atomic_write(path, data), diff=diff)
+    diff = unified_diff(current or "", new, label.lstrip("/"))
+    return Change(summary=summary, action=lambda: system.write_bytes_atomic(path, data), diff=diff)

@@ -32,6 +32,7 @@ CRON_FILE = "/etc/cron.d/toa"
 RC_LOCAL = "/etc/rc.d/rc.local"
 # The lock a task that changes the system holds (under the root, like everything else).
 SYSTEM_LOCK = "/var/lock/toa-kernel.lock"
+SYSTEM_LOCK_NAME = "toa-kernel.lock"
 PROC_OSRELEASE = "/proc/sys/kernel/osrelease"
 PROC_CMDLINE = "/proc/cmdline"
 PROC_MODULES = "/proc/modules"

@@ -36,7 +36,16 @@ INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
 KERNEL_ARG_RE = re.compile(r"^[A-Za-z0-9_.,:/@+-]+(=[A-Za-z0-9_.,:/@+=-]*)?$")
 ENV_PREFIX = "INVOKE_TOA_"
 # Flags whose name is not the setting's name with dashes.
-FLAG_NAMES = {"mirrors": "--mirror", "lab_timeout": "--timeout", "trial_panic": "--panic-seconds"}
+FLAG_NAMES = {
+    "mirrors": "--mirror",
+    "lab_timeout": "--timeout",
+    "trial_panic": "--panic-seconds",
+    "ssh_sudo": "--sudo",
+    "ssh_known_hosts": "--known-hosts",
+    "ssh_accept_new_host_key": "--accept-new-host-key",
+    "ssh_legacy": "--legacy-ssh",
+    "build_host": "--host",
+}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 MAX_BRANCH = 100
@@ -92,6 +101,8 @@ class Settings:
     ssh_accept_new_host_key: bool = False
     ssh_connect_timeout: float = 10.0
     ssh_legacy: bool = False
+    # invoke build --host: the machine that compiles the prepared tree, over SSH (empty: here).
+    build_host: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -115,18 +126,25 @@ class Settings:
                 if key not in names:
                     raise TypeError(f"unknown setting {key!r}")
                 values[key], origins[key] = value, "flag"
-        return cls(**coerce(values, origins)).local_root_checked(origins.get("root", "config"))
+        return cls(**coerce(values, origins)).checked_together(origins)
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (None means unchanged), checked like flags."""
         changed = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **coerce(changed, dict.fromkeys(changed, "flag"))).local_root_checked("flag")
+        updated = replace(self, **coerce(changed, dict.fromkeys(changed, "flag")))
+        return updated.checked_together(dict.fromkeys(changed, "flag"))
 
-    def local_root_checked(self, origin: str) -> Settings:
-        """The root prefix must exist here when the system is this machine (with ``host`` it is the
-        server's path, checked there when the task connects)."""
-        if not self.host:
-            root_value(self.root, setting_name("root", origin))
+    def checked_together(self, origins: Mapping[str, str]) -> Settings:
+        """Checks that need two settings: ``root`` is a directory here only without ``host`` and
+        ``build_host`` (with one, it is a path on that server, checked when the connection opens)."""
+        name = setting_name("root", origins.get("root", "config"))
+        if self.host or self.build_host:
+            if not self.root.is_absolute():
+                raise SettingError(
+                    name, self.root, "is not an absolute path", "give the root's path on the server, e.g. /"
+                )
+            return self
+        root_value(self.root, name)
         return self
 
     @property
@@ -545,7 +563,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "sha256": sha256_value,
     "mirrors": mirrors_value,
     "workdir": directory_to_create,
-    "root": path_value,
+    "root": path_value,  # a directory here, or with ``host`` on that server (checked_together)
     "extraversion": extraversion_value,
     "option_code": whole(
         1, 255, "use the TCP option kind your balancer sends, 1..255 (254 for Huawei Cloud ELB)"
@@ -570,6 +588,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "module_url": module_url_value,
     "module_branch": check_branch,
     "host": host_value,
+    "build_host": host_value,
     "ssh_user": ssh_user_value,
     "ssh_port": ssh_port_value,
     "ssh_key": lambda value, name: text_value(value, name, "give the path of a private key file"),

@@ -29,6 +29,7 @@ from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.kernel import configbase, defects, kbuild, metadata, toolchain
 from toa_kernel.kernel import tree as kernel_tree
 from toa_kernel.kernel.patching import PatchOutcome, find_patches, plan_patches
+from toa_kernel.kernel.remote import RemoteBuild, build_host
 
 STEPS = ("preflight", "patch", "configure", "release", "compile", "artifacts", "record")
 GIB = 1024**3
@@ -87,6 +88,7 @@ class BuildContext:
     tree_changed: bool = False
     patched: bool = False
     started_at: str = field(default_factory=now_iso)
+    remote: RemoteBuild | None = None  # build --host: compiled on that build host
 
     @property
     def directory(self) -> Path:
@@ -209,6 +211,12 @@ def run_build(
         only=only,
     )
     reports: list[StepReport] = []
+    with build_host(settings, workdir, located, dry_run) as ctx.remote:
+        return run_steps(ctx, steps, reports)
+
+
+def run_steps(ctx: BuildContext, steps: list[str], reports: list[StepReport]) -> BuildResult:
+    console = ctx.console
     try:
         for name in steps:
             if name != "record":
@@ -350,7 +358,8 @@ def preflight(ctx: BuildContext, report: StepReport) -> None:
     ctx.fragment, ctx.fragment_files = configbase.fragments_for(
         ctx.settings.input_dir("configs"), ctx.settings.config_base
     )
-    ctx.compat = toolchain.plan_compat(tree, compat_dir(ctx.settings), toolchain.detect())
+    asker = ctx.remote.ask if ctx.remote else toolchain.run_quietly
+    ctx.compat = toolchain.plan_compat(tree, compat_dir(ctx.settings), toolchain.detect(asker))
     check_tools(bool(find_patches(ctx.settings.input_dir("patches")) or ctx.compat.patches))
     check_disk(tree, ctx.settings.min_free_gib)
     for line in ctx.compat.banner():
@@ -604,18 +613,31 @@ def release(ctx: BuildContext, report: StepReport) -> None:
 def compile_(ctx: BuildContext, report: StepReport) -> None:
     """make -j N with a progress bar; a one-line summary."""
     argv = ["make", *ctx.compile_args]
+    where = f"{ctx.settings.build_host}:{ctx.remote.host_directory}" if ctx.remote else str(ctx.tree)
     if ctx.dry_run:
-        ctx.say(f"compile: would run $ cd {ctx.tree} && {shlex.join(argv)}  (log: {ctx.log})")
+        shipped = f"ship the tree to {ctx.settings.build_host}, " if ctx.settings.build_host else ""
+        ctx.say(f"compile: would {shipped}run $ cd {where} && {shlex.join(argv)}  (log: {ctx.log})")
         report.changes.append(shlex.join(argv))
         return
     ctx.tree_changed = True  # make writes into the tree, even when it fails
     previous = ctx.workdir.section("build")
     expected = previous.get("compile_steps") if previous.get("tree") == str(ctx.tree) else None
-    run = ctx.ran(
-        kbuild.compile_tree(
-            ctx.tree, ctx.log, args=ctx.compile_args, console=ctx.console, expected_steps=expected
+    if ctx.remote is not None:
+        run = ctx.remote.compile(
+            ctx.log,
+            jobs=ctx.settings.jobs,
+            ccache=ctx.ccache,
+            compat=ctx.compat,
+            console=ctx.console,
+            expected_steps=expected,
         )
-    )
+        ctx.commands.append(f"ssh {ctx.remote.system.host} 'cd {ctx.remote.host_directory} && {run.command}'")
+    else:
+        run = ctx.ran(
+            kbuild.compile_tree(
+                ctx.tree, ctx.log, args=ctx.compile_args, console=ctx.console, expected_steps=expected
+            )
+        )
     ctx.compile_seconds = run.seconds
     if run.steps:
         ctx.compile_steps = run.steps
@@ -623,7 +645,7 @@ def compile_(ctx: BuildContext, report: StepReport) -> None:
     else:
         ctx.compile_steps = expected or 0
         report.notes.append("up to date")
-    ctx.say(f"compile: {'; '.join(report.changes or report.notes)} ({shlex.join(argv)}, log {ctx.log})")
+    ctx.say(f"compile: {'; '.join(report.changes or report.notes)} ({shlex.join(run.argv)}, log {ctx.log})")
 
 
 def format_seconds(seconds: float) -> str:
@@ -642,12 +664,16 @@ def artifacts(ctx: BuildContext, report: StepReport) -> None:
         return
     if ctx.release is None:
         ctx.release = kbuild.kernelrelease(ctx.tree, ctx.log, regenerate=False)
-    bzimage = ctx.tree / BZIMAGE
-    module = ctx.tree / TOA_MODULE_OBJECT
+    bzimage, module, system_map = ctx.tree / BZIMAGE, ctx.tree / TOA_MODULE_OBJECT, ctx.tree / "System.map"
+    if ctx.remote is not None:
+        fetched = ctx.remote.fetch(ctx.release, ctx.directory / "remote", ctx.log)
+        bzimage, module, system_map = fetched["bzimage"], fetched["toa_ko"], fetched["system_map"]
+        ctx.artifacts["modules_tree"] = str(fetched["modules_tree"])
     description = kbuild.check_bzimage(bzimage, ctx.release)
     info = kbuild.check_module(module, ctx.release)
-    system_map = kbuild.check_system_map(ctx.tree / "System.map")
+    system_map = kbuild.check_system_map(system_map)
     ctx.artifacts = {
+        **ctx.artifacts,
         "bzimage": str(bzimage),
         "bzimage_type": description,
         "toa_ko": str(module),
@@ -703,10 +729,11 @@ def metadata_document(
         },
         "config_backup": str(ctx.config_backup) if ctx.config_backup else None,
         "kconfig": ctx.kconfig,
-        "jobs": ctx.settings.effective_jobs,
+        "jobs": (ctx.remote.jobs if ctx.remote else None) or ctx.settings.effective_jobs,
         "ccache": ctx.ccache,
         "compile": {"steps": ctx.compile_steps, "seconds": ctx.compile_seconds},
         "steps": [r.as_dict() for r in reports],
+        "build_host": ctx.remote.describe() if ctx.remote else None,
         "commands": ctx.commands,
         "reproduce": metadata.reproduce_command(ctx.settings, ctx.tree_arg, ctx.until, ctx.only),
         "artifacts": ctx.artifacts,
@@ -738,6 +765,8 @@ def manifest_section(ctx: BuildContext, status: str, metadata_path: Path) -> dic
         "bzimage": ctx.artifacts.get("bzimage"),
         "toa_ko": ctx.artifacts.get("toa_ko"),
         "system_map": ctx.artifacts.get("system_map"),
+        "modules_tree": ctx.artifacts.get("modules_tree"),
+        "build_host": ctx.remote.system.host if ctx.remote else None,
         "metadata": str(metadata_path),
         "option_code": ctx.settings.option_code,
         "compile_steps": ctx.compile_steps,

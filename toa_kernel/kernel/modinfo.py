@@ -69,6 +69,11 @@ def read_module_info(path: Path) -> ModuleInfo:
         raise UserError(f"module file {path} does not exist", "run 'invoke build-module' first") from exc
     except UserError as exc:
         raise not_a_module(path, exc.message) from None
+    return module_info_from_bytes(data, path)
+
+
+def module_info_from_bytes(data: bytes, path: Path) -> ModuleInfo:
+    """``read_module_info`` on bytes already read (``path`` names them in messages)."""
     if data[:4] != ELF_MAGIC or len(data) < 52:
         raise not_a_module(path, "no ELF header")
     elf_class, byte_order = data[4], data[5]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,14 +119,22 @@ def first_line(text: str | None) -> str:
     return text.splitlines()[0].strip() if text and text.strip() else "not found"
 
 
-def detect() -> Toolchain:
-    """Ask the host's gcc, ld, make, perl and /bin/sh what they are."""
+Asker = Callable[[list[str], str], "str | None"]
+
+
+def detect(ask: Asker = run_quietly) -> Toolchain:
+    """Ask the build host's gcc, ld, make, perl and /bin/sh what they are.
+
+    ``ask(argv, stdin)`` runs a short command where the compile will run
+    (this machine by default, the build host of ``build --host``): its stdout, or
+    None when the command is missing or fails.
+    """
     outputs = {
-        "gcc": run_quietly(["gcc", "--version"]),
-        "ld": run_quietly(["ld", "--version"]),
-        "make": run_quietly(["make", "--version"]),
+        "gcc": ask(["gcc", "--version"], ""),
+        "ld": ask(["ld", "--version"], ""),
+        "make": ask(["make", "--version"], ""),
     }
-    perl = run_quietly(["perl", "-e", 'printf "%vd\\n", $^V'])
+    perl = ask(["perl", "-e", 'printf "%vd\\n", $^V'], "")
     versions = {
         "gcc": first_version(first_line(outputs["gcc"])),
         "binutils": first_version(first_line(outputs["ld"])),
@@ -134,11 +142,11 @@ def detect() -> Toolchain:
         "perl": first_version(perl or ""),
     }
     features = set()
-    if "__PIE__" in (run_quietly(["gcc", "-dM", "-E", "-x", "c", "-"]) or ""):
+    if "__PIE__" in (ask(["gcc", "-dM", "-E", "-x", "c", "-"], "") or ""):
         features.add("gcc-default-pie")
-    if (run_quietly(["sh", "-c", "echo 'x\\101'"]) or "").strip() == "xA":
+    if (ask(["sh", "-c", "echo 'x\\101'"], "") or "").strip() == "xA":
         features.add("sh-echo-escapes")
-    if outputs["gcc"] and run_quietly(["gcc", "-E", "-x", "c", "-"], "#include <linux/videodev.h>\n") is None:
+    if outputs["gcc"] and ask(["gcc", "-E", "-x", "c", "-"], "#include <linux/videodev.h>\n") is None:
         features.add("no-v4l1-header")
     descriptions = {tool: first_line(text) for tool, text in outputs.items()}
     descriptions["perl"] = f"perl {first_line(perl)}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toa_kernel.module.distro import Distro
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 
 SYSTEMD_MARKERS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/run/systemd/system")
 SYSCONFIG_DIR = "/etc/sysconfig/modules"
@@ -42,8 +42,8 @@ class BootFile:
     link_to: str = ""
 
 
-def has_systemd(root: Root) -> bool:
-    return any(root.resolve(marker).exists() for marker in SYSTEMD_MARKERS)
+def has_systemd(system: System) -> bool:
+    return any(system.exists(marker) for marker in SYSTEMD_MARKERS)
 
 
 def major_version(distro: Distro) -> int | None:

@@ -18,7 +18,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 from toa_kernel.system.runtime import read_text
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
@@ -122,10 +122,10 @@ def from_suse_release(text: str) -> Distro:
     return Distro(distro_id, "suse", version, first)
 
 
-def detect_distro(root: Root) -> Distro:
-    """The distribution installed under ``root``."""
+def detect_distro(system: System) -> Distro:
+    """The distribution installed on ``system``."""
     for system_path in OS_RELEASE:
-        text = read_text(root, system_path, limit=RELEASE_FILE_LIMIT)
+        text = read_text(system, system_path, limit=RELEASE_FILE_LIMIT)
         if text is not None:
             return from_os_release(text)
     readers = (
@@ -133,10 +133,10 @@ def detect_distro(root: Root) -> Distro:
         (SUSE_RELEASE, from_suse_release),
     )
     for system_path, reader in readers:
-        text = read_text(root, system_path, limit=RELEASE_FILE_LIMIT)
+        text = read_text(system, system_path, limit=RELEASE_FILE_LIMIT)
         if text is not None:
             return reader(text)
-    text = read_text(root, DEBIAN_VERSION, limit=RELEASE_FILE_LIMIT)
+    text = read_text(system, DEBIAN_VERSION, limit=RELEASE_FILE_LIMIT)
     if text is not None:
         return Distro("debian", "debian", text.strip(), "")
     return Distro("unknown", "unknown")

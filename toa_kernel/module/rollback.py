@@ -8,114 +8,120 @@ system the module it loaded is unloaded. A second run finds nothing to do.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
-from toa_kernel.core.fileops import atomic_write
 from toa_kernel.core.layout import MODULES_DIR
 from toa_kernel.core.plan import Change, Plan
-from toa_kernel.module.install import Recorder, depmod_command, file_sha256, run_command
-from toa_kernel.system.rootfs import Root
+from toa_kernel.module.install import Recorder, depmod_command, recorded_where, run_command
+from toa_kernel.system.api import System
 from toa_kernel.system.runtime import read_loaded_modules
 
 
-def current_digest(host: Path, kind: str) -> str | None:
-    """What is at ``host`` now, in the form the record keeps."""
+def current_digest(system: System, path: str, kind: str) -> str | None:
+    """What is at ``path`` now, in the form the record keeps."""
     if kind == "link":
-        return f"link:{os.readlink(host)}" if host.is_symlink() else None
-    return file_sha256(host) if host.is_file() else None
+        target = system.readlink(path)
+        return f"link:{target}" if target is not None else None
+    found = system.stat(path, follow_symlinks=False)
+    return system.sha256(path) if found is not None and found.kind == "file" else None
 
 
-def restore(backup: Path, host: Path) -> None:
+def backup_digest(system: System, backup: str) -> str | None:
+    return system.sha256(backup)
+
+
+def restore(system: System, backup: str, path: str) -> None:
     """Put back the bytes, mode and owner the backup kept."""
-    st = backup.stat()
-    mode = st.st_mode & 0o7777
-    if host.is_symlink():
-        host.unlink()
-    atomic_write(host, backup.read_bytes(), mode=mode, follow_symlinks=False)
-    os.chmod(host, mode)
-    with contextlib.suppress(PermissionError):
-        os.chown(host, st.st_uid, st.st_gid)
-    backup.unlink()
+    found = system.stat(backup)
+    if found is None:
+        raise UserError(f"the backup {backup} of {path} is gone on {system.label}")
+    data = system.read_bytes(backup)
+    if system.readlink(path) is not None:
+        system.remove(path)
+    written = system.write_bytes_atomic(path, data, mode=found.mode)
+    system.set_mode(written.path, found.mode, found.uid, found.gid)
+    system.remove(backup)
 
 
-def file_rollback(root: Root, system_path: str, entry: dict[str, Any], console: Console) -> Change | None:
+def file_rollback(system: System, path: str, entry: dict[str, Any], console: Console) -> Change | None:
     """Restore or remove one recorded file; None when there is nothing to undo."""
-    host = root.path(system_path)
     kind = entry.get("kind", "file")
     backup = entry.get("backup")
-    now = current_digest(host, kind)
+    now = current_digest(system, path, kind)
     if backup:
-        backup_path = Path(backup)
-        if not backup_path.is_file():
-            console.warn(f"the backup {backup} of {system_path} is gone; {system_path} is left as it is")
+        backup = str(backup)
+        found = system.stat(backup)
+        if found is None or found.kind != "file":
+            console.warn(f"the backup {backup} of {path} is gone; {path} is left as it is")
             return None
-        if now is not None and now == file_sha256(backup_path):
-            return Change(f"remove the backup {backup_path}", backup_path.unlink)
-        return Change(f"restore {system_path} from {backup_path.name}", lambda: restore(backup_path, host))
+        if now is not None and now == backup_digest(system, backup):
+            return Change(f"remove the backup {backup}", lambda: system.remove(backup))
+        name = PurePosixPath(backup).name
+        return Change(f"restore {path} from {name}", lambda: restore(system, backup, path))
     if not entry.get("created") or now is None:
         return None
     if now != entry.get("sha256"):
-        console.warn(f"{system_path} changed since install-module wrote it; it is kept (remove it by hand)")
+        console.warn(f"{path} changed since install-module wrote it; it is kept (remove it by hand)")
         return None
-    return Change(f"remove {system_path}", host.unlink)
+    return Change(f"remove {path}", lambda: system.remove(path))
 
 
-def remove_if_empty(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        path.rmdir()
+def remove_if_empty(system: System, path: str) -> None:
+    found = system.stat(path, follow_symlinks=False)
+    if found is not None and found.kind == "dir" and not system.listdir(path):
+        system.remove(path)
 
 
-def dir_rollback(root: Root, system_path: str) -> Change | None:
+def dir_rollback(system: System, path: str) -> Change | None:
     """Remove a directory install-module created, if nothing else lives in it by then."""
-    host = root.path(system_path)
-    if not host.is_dir():
+    found = system.stat(path, follow_symlinks=False)
+    if found is None or found.kind != "dir":
         return None
-    return Change(f"remove {system_path} if empty", lambda: remove_if_empty(host))
+    return Change(f"remove {path} if empty", lambda: remove_if_empty(system, path))
 
 
-def plan_rollback(root: Root, record: dict[str, Any], console: Console) -> Plan:
+def plan_rollback(system: System, record: dict[str, Any], console: Console) -> Plan:
     """The changes that undo ``record`` (the manifest's install record)."""
     plan = Plan("rollback-module")
     name = record.get("name", "toa")
-    loaded = name in (read_loaded_modules(root) or [])
-    if root.is_live and record.get("loaded") and loaded:
-        command = ["modprobe", "-r", name]
-        plan.add(Change(f"unload {name}", lambda: run_command(command), command=command))
-    for system_path, entry in reversed(list(record.get("files", {}).items())):
-        plan.add(file_rollback(root, system_path, entry, console))
+    loaded = name in (read_loaded_modules(system) or [])
+    if system.is_live and record.get("loaded") and loaded:
+        command = [system.which("modprobe") or "modprobe", "-r", name]
+        plan.add(Change(f"unload {name}", lambda: run_command(system, command), command=command))
+    for path, entry in reversed(list(record.get("files", {}).items())):
+        plan.add(file_rollback(system, path, entry, console))
     if plan:
-        for system_path in sorted(set(record.get("dirs", [])), key=len, reverse=True):
-            plan.add(dir_rollback(root, system_path))
+        for path in sorted(set(record.get("dirs", [])), key=len, reverse=True):
+            plan.add(dir_rollback(system, path))
         for release in record.get("releases", []):
-            if root.resolve(f"{MODULES_DIR}/{release}").is_dir():
-                command = depmod_command(root, release)
+            found = system.stat(f"{MODULES_DIR}/{release}")
+            if found is not None and found.kind == "dir":
+                command = depmod_command(system, release)
                 plan.add(
                     Change(
                         f"update the module index of {release} (depmod)",
-                        lambda command=command: run_command(command),
+                        lambda command=command: run_command(system, command),
                         command=command,
                     )
                 )
     return plan
 
 
-def rollback_module(root: Root, recorder: Recorder, console: Console, dry_run: bool) -> list[str]:
-    """Undo the recorded install under ``root``; return what was (or would be) done."""
+def rollback_module(system: System, recorder: Recorder, console: Console, dry_run: bool) -> list[str]:
+    """Undo the recorded install on ``system``; return what was (or would be) done."""
     record = recorder.workdir.section("module").get("install")
     if not record:
         console.say("rollback-module: nothing recorded (install-module did not change this root)")
         return []
-    if record.get("root") != str(root.base):
+    if not recorder.matches(record):
         raise UserError(
-            f"the recorded module install is under {record.get('root')}, not {root.base}",
-            f"run 'invoke rollback-module --root {record.get('root')}'",
+            f"the recorded module install is on {recorded_where(record)}, not {system.flags}",
+            f"run 'invoke rollback-module {recorded_where(record)}'",
         )
-    plan = plan_rollback(root, record, console)
+    plan = plan_rollback(system, record, console)
     done = plan.apply(dry_run, echo=console.say)
     if not dry_run:
         recorder.save(None)

@@ -13,6 +13,7 @@ with the patches applied, in the manifest (section ``module``, key ``builds``).
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from toa_kernel.module.build import (
     kbuild,
     kbuild_command,
 )
-from toa_kernel.module.compat import PatchChoice, apply_choices, choose_patches, header_tree
+from toa_kernel.module.compat import HeaderTree, PatchChoice, apply_choices, choose_patches, header_tree
 from toa_kernel.module.distro import Distro, detect_distro, headers_package, install_command
 from toa_kernel.module.install import (
     SECTION,
@@ -52,6 +53,9 @@ from toa_kernel.module.install import (
 from toa_kernel.module.rollback import rollback_module as undo_install
 from toa_kernel.source import archive
 from toa_kernel.source.download import Downloader, file_name_of, sha256_of
+from toa_kernel.system.api import System
+from toa_kernel.system.local import LocalSystem
+from toa_kernel.system.opener import open_system
 from toa_kernel.system.rootfs import Root
 
 NAT64_BRANCH = "IPv6"
@@ -101,12 +105,12 @@ def branch_file_part(branch: str) -> str:
     return quote(branch, safe="")
 
 
-def release_for_build(root: Root, release: str | None) -> str:
-    """``--release``, else the root's running kernel."""
-    chosen = release or running_release(root)
+def release_for_build(system: System, release: str | None) -> str:
+    """``--release``, else the system's running kernel."""
+    chosen = release or running_release(system)
     if not chosen:
         raise UserError(
-            f"cannot tell which kernel to build for: {root.base} has no /proc/sys/kernel/osrelease",
+            f"cannot tell which kernel to build for: {system.label} has no /proc/sys/kernel/osrelease",
             "pass --release R (the 'uname -r' of the target kernel)",
         )
     check_release_name(chosen)
@@ -139,35 +143,45 @@ def prerequisite_packages(facts: KbuildFacts) -> list[str]:
     return packages
 
 
-def install_prerequisites(root: Root, facts: KbuildFacts, console: Console, dry_run: bool) -> bool:
-    """Run the package manager for what is missing; True when it ran (or would)."""
+def install_prerequisites(system: System, facts: KbuildFacts, console: Console, dry_run: bool) -> bool:
+    """Run the system's package manager for what is missing; True when it ran (or would)."""
     packages = prerequisite_packages(facts)
     if not packages:
         return False
-    if not root.is_live:
+    if not system.is_live:
         raise UserError(
-            "--install-deps runs this machine's package manager, so it works only with --root /",
-            f"install {', '.join(packages)} into {root.base} yourself (chroot), then build again",
+            "--install-deps runs the system's package manager, so it works only with --root /",
+            f"install {', '.join(packages)} into {system.root} yourself (chroot), then build again",
         )
     command = install_command(facts.distro, packages)
     if command is None:
         check_prereqs(facts)  # raises with the distribution's own advice
         return False
     plan = Plan("build-module")
-    plan.add(Change(f"install {', '.join(packages)}", lambda: run_package_manager(command), command=command))
+    plan.add(
+        Change(
+            f"install {', '.join(packages)}", lambda: run_package_manager(system, command), command=command
+        )
+    )
     plan.apply(dry_run, echo=console.say)
     return True
 
 
-def run_package_manager(command: list[str]) -> None:
-    try:
-        code = subprocess.run(command, check=False).returncode
-    except FileNotFoundError as exc:
-        raise EnvironmentFailure(f"{command[0]} is not on PATH", "install the packages by hand") from exc
+def run_package_manager(system: System, command: list[str]) -> None:
+    if isinstance(system, LocalSystem):  # its output belongs on the operator's screen
+        try:
+            code = subprocess.run(command, check=False).returncode
+        except FileNotFoundError as exc:
+            raise EnvironmentFailure(f"{command[0]} is not on PATH", "install the packages by hand") from exc
+        output = ""
+    else:
+        result = system.run(command, timeout=3600)
+        code, output = result.returncode, (result.err or result.out).strip()[-2000:]
     if code != 0:
         raise EnvironmentFailure(
-            f"'{shlex.join(command)}' failed (exit {code})",
-            "read its output above; fix the package repositories and run again",
+            f"'{shlex.join(command)}' failed on {system.label} (exit {code})"
+            + (f": {output}" if output else ""),
+            "read its output; fix the package repositories and run again",
         )
 
 
@@ -263,19 +277,26 @@ def build_module(
     install_deps: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    system: System | None = None,
 ) -> dict[str, Any]:
-    """Fetch, stage and build the module for ``release``; return the build record."""
+    """Fetch, stage and build the module for ``release``; return the build record.
+
+    With a server over SSH (``system``, ``--host``) the module is compiled there, against its
+    kernel headers with its gcc (``module.remotebuild``); else here, under ``--root``.
+    """
     if request.src and request.tarball:
         raise UserError("--src and --tarball both name a source", "pass only one of them")
     if request.sha256:
         sha256_value(request.sha256, "--sha256")
-    root = Root.of(settings.root)
-    distro = detect_distro(root)
-    release = release_for_build(root, release)
-    facts = gather_kbuild_facts(root, release, distro)
-    installs = install_deps and install_prerequisites(root, facts, console, dry_run)
+    if system is None or not system.host:
+        system = LocalSystem(Root.of(settings.root))
+    distro = detect_distro(system)
+    release = release_for_build(system, release)
+    builder = kbuild_for(system, release, distro)
+    facts = builder.facts
+    installs = install_deps and install_prerequisites(system, facts, console, dry_run)
     if installs and not dry_run:
-        facts = gather_kbuild_facts(root, release, distro)
+        facts = builder.refresh()
     if not (installs and dry_run):
         check_prereqs(facts)
     workdir = Workdir(settings.workdir)
@@ -289,9 +310,7 @@ def build_module(
     build_dir = workdir.builds / f"module-{release}"
     staged = stage_source(source, build_dir)
     assert facts.kdir is not None
-    version, choices = choose_patches(
-        settings.input_dir("patches"), staged, header_tree(root, release, facts.kdir)
-    )
+    version, choices = choose_patches(settings.input_dir("patches"), staged, builder.headers())
     digest = build_digest(tree_digest(staged), choices)
     previous = builds(workdir).get(release)
     if previous and not force and previous.get("source_digest") == digest and reusable(previous, release):
@@ -300,7 +319,7 @@ def build_module(
     report_patches(version, choices, console)
     apply_choices(staged, choices)
     log_path = workdir.logs / f"module-{release}.log"
-    infos = kbuild(facts, staged, log_path, settings.effective_jobs, console)
+    infos = builder.compile(staged, log_path, settings.jobs, console)
     module = primary_module(infos)
     ko = build_dir / module.path.name
     try:
@@ -318,10 +337,42 @@ def build_module(
         "module_version": version,
         "patches": [choice.as_dict() for choice in choices],
         "distro": distro.label,
+        "build_host": builder.describe(),
         "built": now_iso(),
     }
     save_build(workdir, record)
     return record
+
+
+class LocalKbuild:
+    """The module compiled here, against the headers under the root."""
+
+    def __init__(self, system: LocalSystem, release: str, distro: Distro) -> None:
+        self.root, self.release, self.distro = system.fs, release, distro
+        self.facts = gather_kbuild_facts(self.root, release, distro)
+
+    def refresh(self) -> KbuildFacts:
+        self.facts = gather_kbuild_facts(self.root, self.release, self.distro)
+        return self.facts
+
+    def headers(self) -> HeaderTree:
+        assert self.facts.kdir is not None
+        return header_tree(self.root, self.release, self.facts.kdir)
+
+    def compile(self, staged: Path, log: Path, jobs: int, console: Console) -> list[ModuleInfo]:
+        return kbuild(self.facts, staged, log, jobs if jobs > 0 else (os.cpu_count() or 1), console)
+
+    def describe(self) -> dict[str, Any] | None:
+        return None
+
+
+def kbuild_for(system: System, release: str, distro: Distro) -> Any:
+    """Where the module is compiled: here, or on the server (``RemoteKbuild``)."""
+    if isinstance(system, LocalSystem):
+        return LocalKbuild(system, release, distro)
+    from toa_kernel.module.remotebuild import RemoteKbuild
+
+    return RemoteKbuild(system, release, distro)
 
 
 def build_digest(source_digest: str, choices: list[PatchChoice]) -> str:
@@ -383,7 +434,7 @@ def save_build(workdir: Workdir, record: dict[str, Any]) -> None:
 # --- install and rollback -----------------------------------------------------------
 
 
-def release_for_install(root: Root, workdir: Workdir, release: str | None, ko: Path | None) -> str:
+def release_for_install(system: System, workdir: Workdir, release: str | None, ko: Path | None) -> str:
     """``--release``; else the running kernel when it has a build; else the only build."""
     if release:
         return release
@@ -392,7 +443,7 @@ def release_for_install(root: Root, workdir: Workdir, release: str | None, ko: P
         if found:
             return found
     recorded = builds(workdir)
-    running = running_release(root)
+    running = running_release(system)
     if running and (running in recorded or not recorded):
         return running
     if len(recorded) == 1:
@@ -427,18 +478,33 @@ def install_module(
     ko: Path | None = None,
     startup: str = "auto",
     dry_run: bool = False,
+    system: System | None = None,
 ) -> dict[str, Any]:
-    """Install the built module under ``settings.root``; return what was done."""
+    """Install the built module on the system (``--root``, ``--host``); return what was done."""
     if startup not in STYLE_NAMES:
         raise UserError(
             f"--startup {startup!r} is not a known startup style", f"use one of: {', '.join(STYLE_NAMES)}"
         )
-    root = Root.of(settings.root)
+    if system is None:
+        with open_system(settings) as opened:
+            return install_on(opened, settings, console, release, ko, startup, dry_run)
+    return install_on(system, settings, console, release, ko, startup, dry_run)
+
+
+def install_on(
+    system: System,
+    settings: Settings,
+    console: Console,
+    release: str | None,
+    ko: Path | None,
+    startup: str,
+    dry_run: bool,
+) -> dict[str, Any]:
     workdir = Workdir(settings.workdir)
-    distro = detect_distro(root)
-    release = release_for_install(root, workdir, release, ko)
+    distro = detect_distro(system)
+    release = release_for_install(system, workdir, release, ko)
     check_release_name(release)
-    facts = gather_install_facts(root, release, module_file(workdir, release, ko), distro)
+    facts = gather_install_facts(system, release, module_file(workdir, release, ko), distro)
     if startup != "auto":
         facts.style = startup
         facts.boot = boot_files(facts.name, startup)
@@ -447,8 +513,8 @@ def install_module(
     warning = stale_load_warning(facts)
     if warning:
         console.warn(warning)
-    recorder = Recorder(workdir, root)
-    recorder.load()  # refuses a work directory that records an install under another root
+    recorder = Recorder(workdir, system)
+    recorder.load()  # refuses a work directory that records an install on another system
     plan = plan_install(facts, recorder)
     if not dry_run:
         workdir.ensure()
@@ -458,7 +524,8 @@ def install_module(
         "release": release,
         "module": facts.name,
         "vermagic": facts.module.vermagic.strip(),
-        "root": str(root.base),
+        "root": system.root,
+        "host": system.host,
         "distribution": distro.label,
         "startup": facts.style,
         "boot_files": [f.path for f in facts.boot],
@@ -476,7 +543,11 @@ def boot_advice(distro: Distro, name: str) -> str:
     )
 
 
-def rollback_module(settings: Settings, console: Console, *, dry_run: bool = False) -> list[str]:
-    """Remove what install-module added under ``settings.root``."""
-    root = Root.of(settings.root)
-    return undo_install(root, Recorder(Workdir(settings.workdir), root), console, dry_run)
+def rollback_module(
+    settings: Settings, console: Console, *, dry_run: bool = False, system: System | None = None
+) -> list[str]:
+    """Remove what install-module added on the system (``--root``, ``--host``)."""
+    if system is None:
+        with open_system(settings) as opened:
+            return undo_install(opened, Recorder(Workdir(settings.workdir), opened), console, dry_run)
+    return undo_install(system, Recorder(Workdir(settings.workdir), system), console, dry_run)

@@ -42,6 +42,12 @@ Porting a step onto a System (what replaces what):
 - ``subprocess.run([...])`` on the system -> ``system.run([...], check=True)``
   with paths from ``system.host_path(p)`` (``depmod -b``, ``installkernel``
   under the root); read ``result.out``/``result.err`` (bytes: ``stdout``/``stderr``).
+- ``filecmp``/hashing an installed file -> ``sha256``; ``rglob(NAME)`` -> ``find(dir, NAME)``;
+  a log's tail -> ``read_tail``; ``backup_file`` -> ``backup`` (``hidden`` for cron.d);
+  ``chmod``/``chown`` -> ``set_mode``; ``symlink_to`` -> ``symlink``; ``shutil.which`` ->
+  ``which``; ``os.geteuid`` -> ``effective_uid``; ``os.access(W_OK)`` -> ``writable``;
+  ``os.path.realpath`` of what a command will touch -> ``host_realpath``; a long command
+  whose output is wanted line by line (make) -> ``stream``; files back -> ``get_tree``.
 - The run lock -> ``with system.lock("toa-kernel.lock"):`` (held on the server).
 - Keep planners pure: gather facts through the System, compute the plan and the
   diff locally, then apply with the write/remove/run primitives. Open the
@@ -61,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple
 
-from toa_kernel.core.errors import EnvironmentFailure, ToolMissing
+from toa_kernel.core.errors import EnvironmentFailure, ToolMissing, UserError
 from toa_kernel.core.fileops import BACKUP_TAG
 
 # Exit codes of commands that could not run (bash/dash convention).
@@ -69,18 +75,24 @@ NOT_FOUND_STATUS = 127
 Progress = Callable[[int], None]
 
 
+class NotRegularFile(UserError):
+    """A path that is neither a regular file nor a directory (a FIFO, a device, a socket):
+    it is never read, so nothing blocks or reads forever."""
+
+
 @dataclass(frozen=True)
 class FileStat:
-    """What ``stat`` says about a path: kind, permission bits, owner, size."""
+    """What ``stat`` says about a path: kind, permission bits, owner, size, filesystem."""
 
     kind: str  # "file", "dir", "link" or "other"
     mode: int  # permission bits, mode & 0o7777
     uid: int
     gid: int
     size: int
+    device: int = 0  # st_dev: paths on one filesystem share it
 
     @classmethod
-    def from_mode(cls, st_mode: int, uid: int, gid: int, size: int) -> FileStat:
+    def from_mode(cls, st_mode: int, uid: int, gid: int, size: int, device: int = 0) -> FileStat:
         if statmod.S_ISLNK(st_mode):
             kind = "link"
         elif statmod.S_ISDIR(st_mode):
@@ -89,7 +101,7 @@ class FileStat:
             kind = "file"
         else:
             kind = "other"
-        return cls(kind, st_mode & 0o7777, uid, gid, size)
+        return cls(kind, st_mode & 0o7777, uid, gid, size, device)
 
 
 class WriteResult(NamedTuple):
@@ -160,6 +172,13 @@ class System(ABC):
     label: str
     #: The root prefix on that system (``/`` in production).
     root: str
+    #: ``USER@HOST:PORT`` of a server reached over SSH; empty for this machine.
+    host: str = ""
+
+    @property
+    def flags(self) -> str:
+        """The command-line flags that name this system again (for fixes in messages)."""
+        return (f"--host {self.host} " if self.host else "") + f"--root {self.root}"
 
     @property
     def is_live(self) -> bool:
@@ -176,7 +195,18 @@ class System(ABC):
 
     @abstractmethod
     def read_bytes(self, system_path: str, limit: int | None = None) -> bytes:
-        """The file's bytes (the first ``limit`` bytes when given); follows links in the root."""
+        """The file's bytes (the first ``limit`` bytes when given); follows links in the root.
+
+        Only a regular file is read: a FIFO, a device or a socket raises ``NotRegularFile``.
+        """
+
+    @abstractmethod
+    def read_tail(self, system_path: str, size: int) -> bytes:
+        """The last ``size`` bytes of a (possibly huge) regular file; errors as ``read_bytes``."""
+
+    @abstractmethod
+    def sha256(self, system_path: str) -> str | None:
+        """The sha256 of a regular file's bytes (``None`` when it is missing or not a file)."""
 
     @abstractmethod
     def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
@@ -189,6 +219,22 @@ class System(ABC):
     @abstractmethod
     def readlink(self, system_path: str) -> str | None:
         """A symlink's target text as stored (``None`` when the path is not a link)."""
+
+    @abstractmethod
+    def find(self, system_dir: str, name: str) -> list[str]:
+        """System paths of the regular files called ``name`` below a directory, sorted
+        (links to directories are not followed; a missing directory holds none)."""
+
+    @abstractmethod
+    def host_realpath(self, system_path: str) -> str:
+        """The host path with every symlink followed the way the host's kernel follows them
+        (which may lead out of the root): what a command given ``host_path`` really acts on.
+        Missing components are kept as they are (``readlink -m``)."""
+
+    @abstractmethod
+    def writable(self, system_path: str) -> bool:
+        """True when the login (after sudo) may write the file, or create files in the directory
+        (false on a read-only filesystem and for an immutable file)."""
 
     @abstractmethod
     def write_bytes_atomic(
@@ -208,12 +254,39 @@ class System(ABC):
         """Copy a file of the machine the tool runs on to the system, like ``write_bytes_atomic``."""
 
     @abstractmethod
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
-        """Copy the contents of a local directory into ``system_dir`` (created; files replaced).
+    def backup(self, system_path: str, hidden: bool = False) -> str:
+        """Copy a file (links followed) to ``NAME.toa-backup-TIMESTAMP`` beside it, same mode and
+        owner, synced; ``hidden`` starts the name with a dot (cron and rc.sysinit skip such files).
+        Returns the backup's system path."""
+
+    @abstractmethod
+    def set_mode(self, system_path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        """chmod (and, with ``uid``/``gid``, chown) the file a path leads to."""
+
+    @abstractmethod
+    def symlink(self, target: str, system_path: str) -> None:
+        """Make ``system_path`` a symlink whose text is ``target``, replacing a file or link there."""
+
+    @abstractmethod
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """Copy the contents of a local directory into ``system_dir`` (created; files replaced);
+        with ``names``, only those paths (relative, files or links) of it.
 
         Not atomic as a whole: ship into a fresh directory and rename it when
         readers must never see half a tree.
         """
+
+    @abstractmethod
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        """Copy a directory of the system (or, with ``names``, those files of it) into a local
+        directory (created). Only regular files and directories come over (links and devices
+        are left out); a name that would leave ``local_dir`` is refused."""
 
     @abstractmethod
     def remove(self, system_path: str, recursive: bool = False) -> bool:
@@ -241,6 +314,19 @@ class System(ABC):
         """
 
     @abstractmethod
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Run a command, handing each line of its output (stdout and stderr together, newline
+        stripped) to ``on_line`` as it comes; return the exit status. For a long ``make``.
+        An exception from ``on_line`` (Ctrl-C) stops the command."""
+
+    @abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[object]:
         """An exclusive, non-blocking lock ``ROOT/var/lock/NAME`` held on that system.
 
@@ -252,6 +338,14 @@ class System(ABC):
     def free_bytes(self, system_path: str) -> int:
         """Bytes available to the user on the filesystem holding an existing path."""
 
+    @abstractmethod
+    def which(self, program: str) -> str | None:
+        """The host path of a program (PATH, then /sbin and /usr/sbin), ``None`` when absent."""
+
+    @abstractmethod
+    def effective_uid(self) -> int:
+        """The user id commands run as there (0: root, also through sudo)."""
+
     def close(self) -> None:  # noqa: B027 - a no-op for systems holding nothing open
         """Release what the system holds open (the SSH connection)."""
 
@@ -261,7 +355,7 @@ class System(ABC):
         """The file's text (undecodable bytes replaced); ``None`` when missing or unreadable."""
         try:
             return self.read_bytes(system_path, limit).decode(errors="replace")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, NotRegularFile):
             return None
 
     def exists(self, system_path: str) -> bool:

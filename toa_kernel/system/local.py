@@ -9,18 +9,24 @@ with ``subprocess`` on this machine (not chrooted: pass ``host_path`` values).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import signal
+import stat as statmod
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Callable
 
 from toa_kernel.core.errors import EnvironmentFailure, UserError
-from toa_kernel.core.fileops import atomic_write, backup_file, remove_tree
+from toa_kernel.core.fileops import atomic_write, backup_file, disk_error, file_kind, read_upto, remove_tree
 from toa_kernel.core.state import SystemLock
 from toa_kernel.system.api import (
     NOT_FOUND_STATUS,
     FileStat,
+    NotRegularFile,
     Progress,
     RunResult,
     System,
@@ -29,7 +35,7 @@ from toa_kernel.system.api import (
     split_parent,
 )
 from toa_kernel.system.rootfs import Root
-from toa_kernel.system.sshscripts import LOCK_DIR, check_lock_name
+from toa_kernel.system.sshscripts import LOCK_DIR, SBIN_DIRS, check_lock_name
 
 
 class LocalSystem(System):
@@ -55,9 +61,41 @@ class LocalSystem(System):
         parent, name = split_parent(system_path)
         return self.real(parent) / name
 
+    @contextlib.contextmanager
+    def open_regular(self, system_path: str) -> Iterator[object]:
+        """The file opened for reading, refused unless it is a regular file (never blocks)."""
+        path = self.real(system_path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            mode = os.fstat(fd).st_mode
+            if statmod.S_ISDIR(mode):
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            if not statmod.S_ISREG(mode):
+                raise NotRegularFile(
+                    f"{system_path} on {self.label} is {file_kind(mode)}, not a regular file",
+                    f"check {path}",
+                )
+            yield handle
+
     def read_bytes(self, system_path: str, limit: int | None = None) -> bytes:
-        with open(self.real(system_path), "rb") as handle:
-            return handle.read(limit) if limit is not None else handle.read()
+        with self.open_regular(system_path) as handle:
+            return read_upto(handle, limit) if limit is not None else read_upto(handle, 1 << 62)
+
+    def read_tail(self, system_path: str, size: int) -> bytes:
+        with self.open_regular(system_path) as handle:
+            end = handle.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
+            handle.seek(max(0, end - size))  # type: ignore[attr-defined]
+            return read_upto(handle, size)
+
+    def sha256(self, system_path: str) -> str | None:
+        digest = hashlib.sha256()
+        try:
+            with self.open_regular(system_path) as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):  # type: ignore[attr-defined]
+                    digest.update(chunk)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, NotRegularFile):
+            return None
+        return digest.hexdigest()
 
     def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
         path = self.real(system_path) if follow_symlinks else self.entry(system_path)
@@ -65,7 +103,7 @@ class LocalSystem(System):
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return FileStat.from_mode(st.st_mode, st.st_uid, st.st_gid, st.st_size)
+        return FileStat.from_mode(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_dev)
 
     def listdir(self, system_path: str) -> list[str]:
         return sorted(os.listdir(self.real(system_path)))
@@ -75,6 +113,27 @@ class LocalSystem(System):
             return os.readlink(self.entry(system_path))
         except OSError:  # missing, or not a link
             return None
+
+    def find(self, system_dir: str, name: str) -> list[str]:
+        top = self.real(system_dir)
+        if not top.is_dir():
+            return []
+        found = [
+            Path(directory) / name
+            for directory, _dirs, files in os.walk(top)
+            if name in files
+            and (Path(directory) / name).is_file()
+            and not (Path(directory) / name).is_symlink()
+        ]
+        return sorted(self.fs.system_path(path) for path in found)
+
+    def host_realpath(self, system_path: str) -> str:
+        return os.path.realpath(self.host_path(system_path))
+
+    def writable(self, system_path: str) -> bool:
+        path = self.real(system_path)
+        wanted = os.W_OK | (os.X_OK if path.is_dir() else 0)
+        return os.access(path, wanted)
 
     def write_bytes_atomic(
         self, system_path: str, data: bytes, mode: int | None = None, backup: bool = False
@@ -98,15 +157,47 @@ class LocalSystem(System):
             progress(len(data))
         return result
 
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
-        self.makedirs(system_dir)
-        target = self.real(system_dir)
+    def backup(self, system_path: str, hidden: bool = False) -> str:
+        return self.fs.system_path(backup_file(self.real(system_path), hidden=hidden))
+
+    def set_mode(self, system_path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        path = self.real(system_path)
         try:
-            shutil.copytree(local_dir, target, symlinks=True, dirs_exist_ok=True)
-        except (OSError, shutil.Error) as exc:
-            raise EnvironmentFailure(f"cannot copy {local_dir} to {self.label} {system_dir}: {exc}") from exc
-        if progress:
-            progress(sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file()))
+            os.chmod(path, mode)
+            if uid is not None or gid is not None:
+                os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+        except OSError as exc:
+            raise disk_error(exc, path) from exc
+
+    def symlink(self, target: str, system_path: str) -> None:
+        link = self.entry(system_path)
+        temporary = link.with_name(f".{link.name}.toa-{os.getpid()}")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+            temporary.symlink_to(target)
+            os.replace(temporary, link)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+            raise disk_error(exc, link) from exc
+
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.makedirs(system_dir)
+        copy_tree(Path(local_dir), self.real(system_dir), names, f"{self.label} {system_dir}", progress)
+
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        source = self.real(system_dir)
+        if not source.is_dir():
+            raise FileNotFoundError(2, "No such directory", f"{self.label} {system_dir}")
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        copy_tree(source, Path(local_dir), names, str(local_dir), None, follow=False)
 
     def remove(self, system_path: str, recursive: bool = False) -> bool:
         path = self.entry(system_path)
@@ -154,6 +245,40 @@ class LocalSystem(System):
             result = RunResult(argv, done.returncode, done.stdout, done.stderr)
         return result.check(self.label) if check else result
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        environment = {**os.environ, **env} if env else None
+        try:
+            process = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=environment, cwd=cwd, start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            on_line(f"{argv[0]}: command not found")
+            return NOT_FOUND_STATUS
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer is not None:
+            timer.start()
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                on_line(raw.decode(errors="replace").rstrip("\n"))
+            return process.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[object]:
         check_lock_name(name)
@@ -163,3 +288,45 @@ class LocalSystem(System):
 
     def free_bytes(self, system_path: str) -> int:
         return shutil.disk_usage(self.real(system_path)).free
+
+    def which(self, program: str) -> str | None:
+        search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+        return shutil.which(program, path=search)
+
+    def effective_uid(self) -> int:
+        return os.geteuid()
+
+
+def copy_tree(
+    source: Path,
+    target: Path,
+    names: Sequence[str] | None,
+    where: str,
+    progress: Progress | None,
+    follow: bool = True,
+) -> None:
+    """Copy a tree (or ``names`` of it); ``follow=False`` copies regular files and directories only."""
+    try:
+        if names is None and follow:
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+            copied = [p for p in source.rglob("*") if p.is_file()]
+        else:
+            copied = []
+            for name in (
+                names if names is not None else [str(p.relative_to(source)) for p in source.rglob("*")]
+            ):
+                item = source / name
+                if item.is_symlink() and not follow:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    (target / name).mkdir(parents=True, exist_ok=True)
+                    continue
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                if (target / name).is_symlink():
+                    (target / name).unlink()
+                shutil.copy2(item, target / name, follow_symlinks=False)
+                copied.append(item)
+    except (OSError, shutil.Error) as exc:
+        raise EnvironmentFailure(f"cannot copy {source} to {where}: {exc}") from exc
+    if progress:
+        progress(sum(p.lstat().st_size for p in copied))

@@ -1,26 +1,24 @@
 """What the running system says: /proc files, loaded modules, the kernel log.
 
-Small readers shared by verify's facts and the module steps; every path goes
-through a ``Root``, so a sandbox root holding a ``proc/`` tree works the same.
+Small readers shared by verify's facts and the module steps; every read goes
+through a ``System``, so a sandbox root holding a ``proc/`` tree, this machine
+and a server over SSH work the same.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
-import subprocess
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
-from toa_kernel.core.fileops import read_bytes
+from toa_kernel.core.errors import EnvironmentFailure, ToaError
 from toa_kernel.core.layout import PROC_MODULES
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import NotRegularFile, System
 
 LOG_FILES = ("/var/log/dmesg", "/var/log/messages")
 LOG_PATTERN = re.compile(r"\btoa\b", re.IGNORECASE)
@@ -39,30 +37,26 @@ class KernelLog:
     problem: str = ""
 
 
-def read_text(root: Root, system_path: str, limit: int | None = None) -> str | None:
+def read_text(system: System, system_path: str, limit: int | None = None) -> str | None:
     """A file's text, at most ``limit`` bytes of it (default ``MAX_TEXT``); ``None`` when it is
     missing, unreadable or not a regular file (a FIFO or device under a root is never read)."""
-    try:
-        data = read_bytes(root.resolve(system_path), limit or MAX_TEXT, truncate=True)
-    except (FileNotFoundError, UserError):
-        return None
-    return data.decode("utf-8", "replace")
+    return system.read_text(system_path, limit or MAX_TEXT)
 
 
-def read_loaded_modules(root: Root) -> list[str] | None:
+def read_loaded_modules(system: System) -> list[str] | None:
     """Names of loaded modules (first column of ``/proc/modules``)."""
-    text = read_text(root, PROC_MODULES)
+    text = read_text(system, PROC_MODULES)
     if text is None:
         return None
     return [line.split()[0] for line in text.splitlines() if line.split()]
 
 
-def read_kernel_log(root: Root, dmesg: Callable[[], str] | None = None) -> KernelLog:
+def read_kernel_log(system: System, dmesg: Callable[[], str] | None = None) -> KernelLog:
     """Lines mentioning TOA: ``dmesg`` on the live system, log files under another root."""
     log = KernelLog()
-    if root.is_live:
+    if system.is_live:
         try:
-            text = (dmesg or run_dmesg)()
+            text = dmesg() if dmesg is not None else run_dmesg(system)
         except ToaError as exc:
             log.problem = exc.message
         else:
@@ -70,36 +64,37 @@ def read_kernel_log(root: Root, dmesg: Callable[[], str] | None = None) -> Kerne
             log.lines = matching_lines(text.splitlines())
             return log
     for system_path in LOG_FILES:
-        path = root.resolve(system_path)
         try:
-            lines = tail_lines(path)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = system.read_tail(system_path, LOG_TAIL_BYTES)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, NotRegularFile):
             continue
         except PermissionError:
             log.problem = f"cannot read {system_path} (permission denied)"
             continue
         log.sources.append(system_path)
-        log.lines.extend(matching_lines(lines))
+        log.lines.extend(matching_lines(lines_of_tail(data, LOG_TAIL_BYTES)))
     log.lines = log.lines[-LOG_KEEP:]
     if not log.sources and not log.problem:
         log.problem = "no kernel log found (" + ", ".join(LOG_FILES) + ")"
     return log
 
 
-def run_dmesg() -> str:
-    """The live kernel ring buffer."""
-    program = shutil.which("dmesg")
-    if program is None:
-        raise EnvironmentFailure("the dmesg command is not installed")
-    try:
-        done = subprocess.run([program], capture_output=True, text=True, errors="replace", timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentFailure(f"dmesg failed: {exc}") from exc
-    if done.returncode != 0:
+def lines_of_tail(data: bytes, size: int) -> list[str]:
+    """The lines of a file's last ``size`` bytes: a first line cut in two is dropped."""
+    lines = data.decode(errors="replace").splitlines()
+    return lines[1:] if len(data) >= size and lines else lines
+
+
+def run_dmesg(system: System) -> str:
+    """The live kernel ring buffer of that system."""
+    if system.which("dmesg") is None:
+        raise EnvironmentFailure(f"the dmesg command is not installed on {system.label}")
+    result = system.run(["dmesg"], timeout=30)
+    if not result.ok:
         raise EnvironmentFailure(
-            f"dmesg failed: {done.stderr.strip() or 'exit status ' + str(done.returncode)}"
+            f"dmesg failed: {result.err.strip() or 'exit status ' + str(result.returncode)}"
         )
-    return done.stdout
+    return result.out
 
 
 def tail_lines(path: Path) -> list[str]:

@@ -45,7 +45,15 @@ from toa_kernel.core.errors import EnvironmentFailure, LockHeld, UserError
 from toa_kernel.core.fileops import BACKUP_TAG, timestamp
 from toa_kernel.core.sshtarget import SshTarget
 from toa_kernel.system import sshscripts as sh
-from toa_kernel.system.api import FileStat, Progress, RunResult, System, WriteResult, check_system_path
+from toa_kernel.system.api import (
+    FileStat,
+    NotRegularFile,
+    Progress,
+    RunResult,
+    System,
+    WriteResult,
+    check_system_path,
+)
 from toa_kernel.system.inroot import resolve_inside
 from toa_kernel.system.sshconnect import ConnectionLost, SshOptions, open_connection
 
@@ -102,6 +110,9 @@ class SshSystem(System):
             raise UserError(f"remote root {root_text!r} must be an absolute path", "pass --root /PATH")
         self.root = str(PurePosixPath(root_text))
         self.label = f"ssh://{target}:{self.root}"
+        # Resolved paths, valid until something may change a link (see ``links_changed``).
+        self.resolved: dict[str, str] = {}
+        self.host = str(target)
 
     @classmethod
     def connect(cls, target: SshTarget, options: SshOptions, root: str = "/") -> SshSystem:
@@ -261,7 +272,15 @@ class SshSystem(System):
         return path if self.root == "/" else self.root + (path if path != "/" else "")
 
     def resolve(self, system_path: str) -> str:
-        return resolve_inside(check_system_path(system_path), self.find_link)
+        path = check_system_path(system_path)
+        if path not in self.resolved:
+            self.resolved[path] = resolve_inside(path, self.find_link)
+        return self.resolved[path]
+
+    def links_changed(self) -> None:
+        """Forget resolved paths: a link was made or removed, or a command ran that may have.
+        (Writing a file never changes how a path resolves: it replaces the link's target.)"""
+        self.resolved.clear()
 
     def find_link(self, candidates: list[str]) -> Optional[tuple[int, str]]:
         result = self.script(sh.FIND_LINK, *(self.host_path(c) for c in candidates)).check(self.label)
@@ -294,6 +313,17 @@ class SshSystem(System):
         raise_file_error(result, system_path, self.label)
         return result.check(self.label).stdout
 
+    def read_tail(self, system_path: str, size: int) -> bytes:
+        result = self.script(sh.TAIL, self.real(system_path), str(max(0, int(size))))
+        raise_file_error(result, system_path, self.label)
+        return result.check(self.label).stdout
+
+    def sha256(self, system_path: str) -> str | None:
+        result = self.script(sh.SHA256, self.real(system_path))
+        if result.returncode == sh.MISSING:
+            return None
+        return result.check(self.label).out.split()[0]
+
     def stat(self, system_path: str, follow_symlinks: bool = True) -> FileStat | None:
         path = self.real(system_path) if follow_symlinks else self.entry(system_path)
         result = self.script(sh.STAT, path)
@@ -312,6 +342,34 @@ class SshSystem(System):
         if result.returncode == sh.NOT_LINK:
             return None
         return decode_path(result.check(self.label).stdout.removesuffix(b"\n"))
+
+    def find(self, system_dir: str, name: str) -> list[str]:
+        result = self.script(sh.FIND, self.real(system_dir), name).check(self.label)
+        return sorted(self.system_path(decode_path(p)) for p in result.stdout.split(b"\0") if p)
+
+    def host_realpath(self, system_path: str) -> str:
+        result = self.script(sh.HOST_REALPATH, self.host_path(system_path)).check(self.label)
+        return decode_path(result.stdout.removesuffix(b"\n"))
+
+    def writable(self, system_path: str) -> bool:
+        result = self.script(sh.WRITABLE, self.real(system_path))
+        if result.returncode == sh.NOT_WRITABLE:
+            return False
+        result.check(self.label)
+        return True
+
+    def which(self, program: str) -> str | None:
+        result = self.script(sh.WHICH, program, *sh.SBIN_DIRS)
+        if result.returncode == sh.NOT_FOUND:
+            return None
+        return decode_path(result.check(self.label).stdout.removesuffix(b"\n"))
+
+    def effective_uid(self) -> int:
+        result = self.exec(["id", "-u"]).check(self.label)
+        try:
+            return int(result.out.strip())
+        except ValueError as exc:
+            raise EnvironmentFailure(f"cannot read id -u's answer on {self.label}: {result.out!r}") from exc
 
     def free_bytes(self, system_path: str) -> int:
         result = self.script(sh.FREE, self.real(system_path))
@@ -380,19 +438,84 @@ class SshSystem(System):
         saved = result.stdout.decode(errors="surrogateescape")
         return WriteResult(self.system_path(target), self.system_path(saved) if saved else None)
 
-    def put_tree(self, local_dir: Path, system_dir: str, progress: Progress | None = None) -> None:
+    def backup(self, system_path: str, hidden: bool = False) -> str:
+        source = self.real(system_path)
+        directory, name = source.rsplit("/", 1)
+        prefix = "." if hidden else ""
+        result = self.script(sh.BACKUP, source, f"{directory}/{prefix}{name}{BACKUP_TAG}{timestamp()}")
+        raise_file_error(result, system_path, self.label)
+        if not result.ok:
+            raise write_error(result, system_path + BACKUP_TAG + "*", self.label)
+        return self.system_path(result.stdout.decode(errors="surrogateescape"))
+
+    def set_mode(self, system_path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        owner = ("" if uid is None else str(uid), "" if gid is None else str(gid))
+        result = self.script(sh.SET_MODE, self.real(system_path), format(mode, "o"), *owner)
+        raise_file_error(result, system_path, self.label)
+        if not result.ok:
+            raise write_error(result, system_path, self.label)
+
+    def symlink(self, target: str, system_path: str) -> None:
+        self.links_changed()
+        result = self.script(sh.SYMLINK, target, self.entry(system_path))
+        if result.returncode == sh.NOT_DIR:
+            parent = str(PurePosixPath(check_system_path(system_path)).parent)
+            raise UserError(f"directory {parent} does not exist on {self.label}", f"create {parent} first")
+        if not result.ok:
+            raise write_error(result, system_path, self.label)
+
+    def put_tree(
+        self,
+        local_dir: Path,
+        system_dir: str,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.links_changed()
         source = Path(local_dir)
         if not source.is_dir():
             raise UserError(f"{source} is not a directory")
 
         def feed(writer: ChannelWriter) -> None:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
-                archive.add(source, arcname=".", filter=as_root)
+                if names is None:
+                    archive.add(source, arcname=".", filter=as_root)
+                for name in names or ():
+                    archive.add(source / name, arcname=name, recursive=False, filter=as_root)
 
         result = self.script(sh.UNTAR, self.real(system_dir), feed=feed, progress=progress)
         result.check(self.label)
 
+    def get_tree(self, system_dir: str, local_dir: Path, names: Sequence[str] | None = None) -> None:
+        argv = ("sh", "-c", sh.TAR_OUT, "toa", self.real(system_dir), *(names or ["."]))
+        channel = self.open_channel(self.command_line(argv), argv)
+        err = bytearray()
+        reader = threading.Thread(target=drain, args=(channel.recv_stderr, err), daemon=True)
+        reader.start()
+        damaged: EnvironmentFailure | None = None
+        try:
+            channel.shutdown_write()
+            with channel.makefile("rb") as stream:
+                try:
+                    extract_safely(stream, Path(local_dir), f"{self.label} {system_dir}")
+                except EnvironmentFailure as exc:  # an empty stream: the exit status says why
+                    damaged = exc
+            status = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.lost(argv) from exc
+        finally:
+            channel.close()
+            reader.join(5)
+        if status == 0 and damaged is not None:
+            raise damaged
+        if status == sh.MISSING:
+            raise FileNotFoundError(2, "No such directory", f"{self.label} {system_dir}")
+        if status < 0:
+            raise self.lost(argv)
+        RunResult(argv, status, b"", bytes(err)).check(self.label)
+
     def remove(self, system_path: str, recursive: bool = False) -> bool:
+        self.links_changed()
         result = self.script(sh.REMOVE, self.entry(system_path), "r" if recursive else "")
         if result.returncode == sh.MISSING:
             return False
@@ -421,12 +544,58 @@ class SshSystem(System):
                 writer.write(input)
 
         started = time.monotonic()
-        result = self.exec(argv, feed=feed, timeout=timeout, env=env, cwd=cwd)
+        self.links_changed()  # whatever the command does to links, it is done after this
+        try:
+            result = self.exec(argv, feed=feed, timeout=timeout, env=env, cwd=cwd)
+        finally:
+            self.links_changed()
         if timeout is not None and result.returncode == 124 and time.monotonic() - started >= timeout:
             raise EnvironmentFailure(
                 f"{shlex.join(argv)[:200]} timed out after {timeout:g} s on {self.label}"
             )
         return result.check(self.label) if check else result
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        argv = tuple(argv)
+        self.links_changed()
+        command = self.command_line(argv, timeout, env, cwd)
+        try:
+            channel = self.connection.create_session()
+            channel.set_combine_stderr(True)
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(argv) from exc
+        pending = b""
+        try:
+            while True:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+            if pending:
+                on_line(pending.decode(errors="replace"))
+            status = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.lost(argv) from exc
+        finally:
+            channel.close()  # also when on_line raised: the server's sshd ends the command
+            self.links_changed()
+        if status < 0:
+            raise self.lost(argv)
+        if self.sudo and status in (1, 127) and pending.startswith(b"sudo:"):
+            self.check_sudo(RunResult(argv, status, b"", pending))
+        return status
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[object]:
@@ -476,6 +645,31 @@ class SshSystem(System):
         result.check(self.label)
 
 
+def extract_safely(stream: object, target: Path, where: str) -> None:
+    """Unpack a tar stream of regular files and directories into ``target``; anything else
+    (links, devices, names leaving ``target``) is refused."""
+    target.mkdir(parents=True, exist_ok=True)
+    base = target.resolve()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+            for member in archive:
+                destination = (base / member.name).resolve()
+                if member.name.startswith("/") or (destination != base and base not in destination.parents):
+                    raise UserError(f"{where} sent {member.name!r}, a name outside the directory")
+                if member.isdir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    source = archive.extractfile(member)
+                    assert source is not None
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    with open(destination, "wb") as out:
+                        shutil.copyfileobj(source, out, CHUNK)
+                    os.chmod(destination, member.mode & 0o755 | 0o600)
+                    os.utime(destination, (member.mtime, member.mtime))
+    except tarfile.TarError as exc:
+        raise EnvironmentFailure(f"the tar stream from {where} is damaged: {exc}") from exc
+
+
 def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     """Ship files as root's (the server extracts with --no-same-owner anyway)."""
     info.uid = info.gid = 0
@@ -484,9 +678,9 @@ def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def parse_stat(result: RunResult) -> FileStat:
-    """``stat -c '%f %u %g %s'``: raw mode in hex, owner, group, size."""
-    mode, uid, gid, size = result.out.split()
-    return FileStat.from_mode(int(mode, 16), int(uid), int(gid), int(size))
+    """``stat -c '%f %u %g %s %d'``: raw mode in hex, owner, group, size, device."""
+    mode, uid, gid, size, device = result.out.split()
+    return FileStat.from_mode(int(mode, 16), int(uid), int(gid), int(size), int(device))
 
 
 def decode_path(data: bytes) -> str:
@@ -495,6 +689,8 @@ def decode_path(data: bytes) -> str:
 
 def raise_file_error(result: RunResult, system_path: str, label: str) -> None:
     """The snippets' answers for a missing path, a directory, no permission, as OSErrors."""
+    if result.returncode == sh.NOT_REGULAR:
+        raise NotRegularFile(f"{system_path} on {label} is not a regular file (a FIFO, a device or a socket)")
     kinds = {
         sh.MISSING: FileNotFoundError,
         sh.IS_DIR: IsADirectoryError,

@@ -24,6 +24,12 @@ NO_PERMISSION = 77
 TEMP_FAILED = 73
 SHORT_WRITE = 74
 LOCK_BUSY = 75
+NOT_REGULAR = 69
+NOT_WRITABLE = 70
+NOT_FOUND = 127
+
+# Where CentOS 6 keeps the system's programs, searched after PATH (a login's PATH may lack them).
+SBIN_DIRS = ("/sbin", "/usr/sbin", "/bin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 
 LOCK_DIR = "/var/lock"
 LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -36,15 +42,85 @@ for p do
   i=$((i+1))
 done"""
 
+# Only a regular file is read: a FIFO or a device could block or never end.
 READ = """[ -e "$1" ] || exit 66
 [ -d "$1" ] && exit 67
+[ -f "$1" ] || exit 69
 [ -r "$1" ] || exit 77
 if [ -n "$2" ]; then exec head -c "$2" -- "$1"; fi
 exec cat -- "$1"
 """
 
+TAIL = """[ -e "$1" ] || exit 66
+[ -d "$1" ] && exit 67
+[ -f "$1" ] || exit 69
+[ -r "$1" ] || exit 77
+exec tail -c "$2" -- "$1"
+"""
+
+# The digest of the bytes (read from stdin: sha256sum escapes odd file names).
+SHA256 = """[ -f "$1" ] || exit 66
+exec sha256sum <"$1"
+"""
+
+FIND = """[ -d "$1" ] || exit 0
+exec find "$1" -name "$2" -type f -print0
+"""
+
+# What a command given this host path acts on (coreutils 8.4: readlink -m, no realpath).
+HOST_REALPATH = """exec readlink -m -- "$1"
+"""
+
+WRITABLE = """[ -w "$1" ] || exit 70
+[ ! -d "$1" ] || [ -x "$1" ] || exit 70
+"""
+
+# $1 the file (links resolved), $2 the backup's path. Copy beside it under a temporary
+# name, keep mode and owner, sync, rename into place; print the name used.
+BACKUP = """[ -f "$1" ] || exit 66
+dir=${1%/*}; [ -n "$dir" ] || dir=/
+b=$2 n=1
+while [ -e "$b" ] || [ -L "$b" ]; do b=$2.$n; n=$((n+1)); done
+btmp=
+trap 'rm -f -- ${btmp:+"$btmp"}' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+btmp=$(mktemp "$dir/.toa-backup-XXXXXXXXXX") || exit 73
+cp -p -- "$1" "$btmp" || exit 1
+sync
+mv -f -- "$btmp" "$b" || exit 1
+btmp=
+sync
+printf '%s' "$b"
+"""
+
+# $1 the file, $2 octal mode, $3 uid ('' = keep), $4 gid.
+SET_MODE = """[ -e "$1" ] || exit 66
+chmod "$2" -- "$1" || exit 1
+if [ -n "$3$4" ]; then chown "$3${4:+:$4}" -- "$1" || exit 1; fi
+"""
+
+# $1 the link's text, $2 the link (its directory resolved). Made under a temporary name
+# and renamed over whatever file or link is there (mv -T: never into a directory).
+SYMLINK = """dir=${2%/*}; [ -n "$dir" ] || dir=/
+[ -d "$dir" ] || exit 68
+tmp="$dir/.${2##*/}.toa-$$"
+rm -f -- "$tmp"
+ln -s -- "$1" "$tmp" || exit 1
+mv -f -T -- "$tmp" "$2" || { rm -f -- "$tmp"; exit 1; }
+sync
+"""
+
+# $1 a program name: its path from PATH, else from the system directories.
+WHICH = """prog=$1; shift
+p=$(command -v -- "$prog" 2>/dev/null) && case $p in /*) printf '%s\\n' "$p"; exit 0;; esac
+for d do
+  if [ -f "$d/$prog" ] && [ -x "$d/$prog" ]; then printf '%s\\n' "$d/$prog"; exit 0; fi
+done
+exit 127
+"""
+
 STAT = """[ -e "$1" ] || [ -L "$1" ] || exit 66
-exec stat -c '%f %u %g %s' -- "$1"
+exec stat -c '%f %u %g %s %d' -- "$1"
 """
 
 LIST = """[ -e "$1" ] || exit 66
@@ -115,6 +191,12 @@ sync
 # $1 destination directory; a tar stream on stdin.
 UNTAR = """mkdir -p -- "$1" || exit 1
 exec tar -x -p --no-same-owner -f - -C "$1"
+"""
+
+# $1 source directory, then the names to send (".": all of it). A tar stream on stdout.
+TAR_OUT = """[ -d "$1" ] || exit 66
+dir=$1; shift
+exec tar -c -f - -C "$dir" -- "$@"
 """
 
 # $1 lock file, $2 who is asking. Answers "locked" and holds the lock until

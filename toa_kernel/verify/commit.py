@@ -22,12 +22,19 @@ from typing import Any
 from toa_kernel.boot import preflight
 from toa_kernel.boot import trial as trialboot
 from toa_kernel.boot.grubstep import GrubFile, write_problem
-from toa_kernel.boot.install import SECTION, InstallRecord, record_grub
+from toa_kernel.boot.install import (
+    SECTION,
+    InstallRecord,
+    record_grub,
+    recorded_flags,
+    same_system,
+    system_for,
+)
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 from toa_kernel.verify.checks import Status, select
 from toa_kernel.verify.run import Report, expectation, judge, obtain_facts
 
@@ -73,8 +80,8 @@ class CommitReport:
         return rows + [("note", note) for note in self.notes]
 
 
-def recorded_trial(workdir: Workdir, root: Root) -> dict[str, Any]:
-    """The install section of a trial into ``root``; a UserError when there is none."""
+def recorded_trial(workdir: Workdir, system: System) -> dict[str, Any]:
+    """The install section of a trial on ``system``; a UserError when there is none."""
     record = workdir.section(SECTION)
     if not record.get(trialboot.TRIAL_KEY):
         raise UserError(
@@ -82,18 +89,21 @@ def recorded_trial(workdir: Workdir, root: Root) -> dict[str, Any]:
             "run 'invoke install-kernel --trial' (or 'invoke grub --trial'), reboot, "
             "then 'invoke verify --commit'",
         )
-    if record.get("root") not in (None, str(root.base)):
+    if not same_system(record, system):
         raise UserError(
-            f"the trial recorded in {workdir.manifest_path} went into {record['root']}, not {root.base}",
-            f"run 'invoke verify --commit --root {record['root']}'",
+            f"the trial recorded in {workdir.manifest_path} went into {recorded_flags(record)}, "
+            f"not {system.flags}",
+            f"run 'invoke verify --commit {recorded_flags(record)}'",
         )
     return record
 
 
-def healthy_trial_boot(settings: Settings, release: str, facts_file: str | Path | None) -> Report:
+def healthy_trial_boot(
+    settings: Settings, release: str, facts_file: str | Path | None, system: System
+) -> Report:
     """Verify's judgement of the running system; a UserError unless it is a healthy TOA boot."""
     expect = expectation(settings, release)
-    facts = obtain_facts(settings, facts_file, release)
+    facts = obtain_facts(settings, facts_file, release, system)
     if facts.release != release:
         raise UserError(
             f"the running kernel is {facts.release or 'unknown'}, not the trial's {release}: "
@@ -120,24 +130,37 @@ def commit(
     facts_file: str | Path | None = None,
     dry_run: bool = False,
     euid: int | None = None,
+    system: System | None = None,
 ) -> CommitReport:
     """Make the trial's TOA entry the permanent default after a healthy boot of it."""
-    root = Root.of(settings.root)
+    with system_for(settings, system) as target:
+        return commit_on(target, settings, console, release, facts_file, dry_run, euid)
+
+
+def commit_on(
+    system: System,
+    settings: Settings,
+    console: Console,
+    release: str | None,
+    facts_file: str | Path | None,
+    dry_run: bool,
+    euid: int | None,
+) -> CommitReport:
     workdir = Workdir(Path(settings.workdir))
-    record = recorded_trial(workdir, root)
+    record = recorded_trial(workdir, system)
     toa = release or str(record.get("release") or "")
-    verify = healthy_trial_boot(settings, toa, facts_file)
-    problems = preflight.privileges(root, euid) + preflight.inside_root(root)
-    planned = trialboot.plan_commit(GrubFile.read(root), toa)
-    problem = write_problem(planned.grub.path, planned.grub.label) if planned.plan else None
+    verify = healthy_trial_boot(settings, toa, facts_file, system)
+    problems = preflight.privileges(system, euid) + preflight.inside_root(system)
+    planned = trialboot.plan_commit(GrubFile.read(system), toa)
+    problem = write_problem(system, planned.grub.path) if planned.plan else None
     preflight.require(problems + ([problem] if problem else []))
-    report = CommitReport(release=toa, root=str(root.base), verify=verify, dry_run=dry_run)
+    report = CommitReport(release=toa, root=system.root, verify=verify, dry_run=dry_run)
     report.changes = planned.plan.apply(dry_run, echo=console.say)
     report.grub_conf = planned.grub.label
     report.default_entry = planned.edit.entry_index
     if dry_run:
         return report
-    installed = InstallRecord(workdir, root, toa)
+    installed = InstallRecord(workdir, system, toa)
     record_grub(installed, planned)
     installed.data[trialboot.TRIAL_KEY]["committed_at"] = now_iso()
     installed.save()

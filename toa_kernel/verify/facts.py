@@ -20,13 +20,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import stat
+import zlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from toa_kernel.core.errors import ToaError, UserError
-from toa_kernel.core.fileops import read_text as exact_text
 from toa_kernel.core.layout import (
     BOOT_DIR,
     CRON_FILE,
@@ -42,7 +40,8 @@ from toa_kernel.core.layout import (
     RC_LOCAL,
 )
 from toa_kernel.core.state import now_iso
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import NotRegularFile, System
+from toa_kernel.system.files import read_system_text
 from toa_kernel.system.runtime import MAX_TEXT, KernelLog, read_kernel_log, read_loaded_modules, read_text
 
 SCHEMA_VERSION = 1
@@ -185,40 +184,40 @@ class Facts:
 # --- gathering from a root -----------------------------------------------------
 
 
-def gather(root: Root, *, release: str | None = None, dmesg: Callable[[], str] | None = None) -> Facts:
-    """Read every fact from the system under ``root``.
+def gather(system: System, *, release: str | None = None, dmesg: Callable[[], str] | None = None) -> Facts:
+    """Read every fact from ``system`` (this machine under a root, or a server over SSH).
 
     ``release`` chooses the release whose module and IPv6 config are inspected
     (default: the running one). ``dmesg`` returns the live kernel log (default:
-    the ``dmesg`` command); it is used only when ``root`` is the live system.
+    the system's ``dmesg`` command); it is used only when the root is the live system.
     """
-    running = read_text(root, PROC_OSRELEASE)
+    running = read_text(system, PROC_OSRELEASE)
     running = running.strip() if running is not None else None
     inspected = release or running
-    proc = root.path("/proc").is_dir()
+    proc = system.stat("/proc")
     return Facts(
-        source=f"root {root.base}",
+        source=f"root {system.root}" if not system.host else f"root {system.root} on {system.host}",
         collected_at=now_iso(),
         release=running,
-        cmdline=read_cmdline(root),
-        loaded_modules=read_loaded_modules(root),
-        toa_stats=read_toa_stats(root) if proc else None,
-        kernel_log=read_kernel_log(root, dmesg),
-        grub=read_grub(root),
-        module=read_module(root, inspected) if inspected else None,
-        ipv6=read_ipv6(root, inspected) if inspected else None,
-        boot_hooks=read_boot_hooks(root),
+        cmdline=read_cmdline(system),
+        loaded_modules=read_loaded_modules(system),
+        toa_stats=read_toa_stats(system) if proc is not None and proc.kind == "dir" else None,
+        kernel_log=read_kernel_log(system, dmesg),
+        grub=read_grub(system),
+        module=read_module(system, inspected) if inspected else None,
+        ipv6=read_ipv6(system, inspected) if inspected else None,
+        boot_hooks=read_boot_hooks(system),
     )
 
 
-def read_cmdline(root: Root) -> str | None:
-    text = read_text(root, PROC_CMDLINE)
+def read_cmdline(system: System) -> str | None:
+    text = read_text(system, PROC_CMDLINE)
     return None if text is None else text.strip()
 
 
-def read_toa_stats(root: Root) -> ToaStats:
+def read_toa_stats(system: System) -> ToaStats:
     """``/proc/net/toa_stats`` parsed; ``present=False`` when the file is missing."""
-    text = read_text(root, PROC_TOA_STATS)
+    text = read_text(system, PROC_TOA_STATS)
     if text is None:
         return ToaStats(present=False)
     return parse_toa_stats(text)
@@ -257,27 +256,30 @@ def parse_toa_stats(text: str) -> ToaStats:
     return stats
 
 
-def grub_conf_path(root: Root) -> Path | None:
-    """grub.conf under the root, links resolved inside it (None: there is none)."""
+def grub_conf_path(system: System) -> str | None:
+    """grub.conf on the system, links resolved inside the root (None: there is none)."""
     for system_path in (GRUB_CONF, ETC_GRUB_CONF, MENU_LST):
-        path = root.resolve(system_path)
-        if path.is_file():
+        try:
+            path = system.resolve(system_path)
+        except UserError:
+            continue  # a loop of links: the next candidate, else "no grub.conf"
+        found = system.stat(path)
+        if found is not None and found.kind == "file":
             return path
     return None
 
 
-def read_grub(root: Root) -> GrubFacts:
-    """Entries, ``default=`` and ``fallback=`` of the root's grub.conf."""
-    path = grub_conf_path(root)
-    if path is None:
+def read_grub(system: System) -> GrubFacts:
+    """Entries, ``default=`` and ``fallback=`` of the system's grub.conf."""
+    system_path = grub_conf_path(system)
+    if system_path is None:
         return GrubFacts(path=GRUB_CONF, found=False, problem=f"no {GRUB_CONF} (nor {ETC_GRUB_CONF})")
-    system_path = root.system_path(path)
     try:
-        text = exact_text(path)
+        text = read_system_text(system, system_path)
     except (OSError, UserError) as exc:
         reason = exc.message if isinstance(exc, UserError) else exc.strerror
         return GrubFacts(path=system_path, found=False, problem=f"cannot read it: {reason}")
-    saved = read_text(root, SAVED_DEFAULT, limit=64)
+    saved = read_text(system, SAVED_DEFAULT, limit=64)
     return grub_facts_from_text(text, system_path, saved_default_text=saved)
 
 
@@ -341,14 +343,12 @@ def as_index_list(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
-def read_module(root: Root, release: str) -> ModuleFacts:
+def read_module(system: System, release: str) -> ModuleFacts:
     """toa.ko files under ``/lib/modules/R`` and whether ``modules.dep`` knows toa."""
     base = f"{MODULES_DIR}/{release}"
     facts = ModuleFacts(release=release, modules_dep=f"{base}/modules.dep")
-    directory = root.resolve(base)
-    if directory.is_dir():
-        facts.files = sorted(root.system_path(p) for p in directory.rglob(f"{MODULE_NAME}.ko"))
-    dep = read_text(root, facts.modules_dep)
+    facts.files = system.find(base, f"{MODULE_NAME}.ko")
+    dep = read_text(system, facts.modules_dep)
     if dep is not None:
         facts.in_modules_dep = f"{MODULE_NAME}.ko" in dep_modules(dep)
     return facts
@@ -364,35 +364,35 @@ def dep_modules(modules_dep: str) -> set[str]:
     return names
 
 
-def read_ipv6(root: Root, release: str) -> Ipv6Facts:
+def read_ipv6(system: System, release: str) -> Ipv6Facts:
     """Is IPv6 built into ``release``? (See the module docstring for the order.)"""
-    facts = ipv6_mode(root, release)
+    facts = ipv6_mode(system, release)
     facts.release = release
     return facts
 
 
-def ipv6_mode(root: Root, release: str) -> Ipv6Facts:
+def ipv6_mode(system: System, release: str) -> Ipv6Facts:
     config_path = f"{BOOT_DIR}/config-{release}"
-    mode = config_ipv6(read_text(root, config_path))
+    mode = config_ipv6(read_text(system, config_path))
     if mode:
         return Ipv6Facts(mode, config_path)
-    running = (read_text(root, PROC_OSRELEASE) or "").strip() == release
+    running = (read_text(system, PROC_OSRELEASE) or "").strip() == release
     if running:
-        mode = config_ipv6(read_gzip_text(root.resolve(PROC_CONFIG_GZ)))
+        mode = config_ipv6(read_gzip_text(system, PROC_CONFIG_GZ))
         if mode:
             return Ipv6Facts(mode, PROC_CONFIG_GZ)
     base = f"{MODULES_DIR}/{release}"
-    builtin = read_text(root, f"{base}/modules.builtin")
+    builtin = read_text(system, f"{base}/modules.builtin")
     if builtin is not None and "ipv6.ko" in {
         line.strip().rsplit("/", 1)[-1] for line in builtin.splitlines()
     }:
         return Ipv6Facts("builtin", f"{base}/modules.builtin")
-    dep = read_text(root, f"{base}/modules.dep")
+    dep = read_text(system, f"{base}/modules.dep")
     if dep is not None and "ipv6.ko" in dep_modules(dep):
         return Ipv6Facts("module", f"{base}/modules.dep lists ipv6.ko")
-    if running and "ipv6" in (read_loaded_modules(root) or []):
+    if running and "ipv6" in (read_loaded_modules(system) or []):
         return Ipv6Facts("module", f"{PROC_MODULES} lists ipv6")
-    if running and dep is not None and root.resolve(PROC_IF_INET6).exists():
+    if running and dep is not None and system.exists(PROC_IF_INET6):
         return Ipv6Facts("builtin", f"{PROC_IF_INET6} exists and modules.dep has no ipv6.ko")
     return Ipv6Facts("unknown", f"no {config_path} and no ipv6.ko in modules.dep")
 
@@ -412,45 +412,41 @@ def config_ipv6(config_text: str | None) -> str | None:
     return None
 
 
-def read_gzip_text(path: Path) -> str | None:
+# /proc/config.gz of a kernel is some 30 KiB; never read more than this of it.
+CONFIG_GZ_LIMIT = 4 * 1024 * 1024
+
+
+def read_gzip_text(system: System, system_path: str) -> str | None:
     try:
-        with gzip.open(path, "rt", errors="replace") as handle:
-            return handle.read(MAX_TEXT)  # bounded: a gzip bomb under a root stops here
-    except (OSError, EOFError):
+        data = system.read_bytes(system_path, CONFIG_GZ_LIMIT)
+    except (OSError, NotRegularFile):
         return None
+    try:
+        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        text = inflate.decompress(data, MAX_TEXT)  # bounded: a gzip bomb under a root stops here
+    except (zlib.error, gzip.BadGzipFile, EOFError):
+        return None
+    return text.decode(errors="replace")
 
 
-def read_boot_hooks(root: Root) -> BootHooks:
+def read_boot_hooks(system: System) -> BootHooks:
     return BootHooks(
-        modules_script=file_fact(root, MODULES_SCRIPT),
-        rc_local=file_fact(root, RC_LOCAL),
-        cron=file_fact(root, CRON_FILE),
+        modules_script=file_fact(system, MODULES_SCRIPT),
+        rc_local=file_fact(system, RC_LOCAL),
+        cron=file_fact(system, CRON_FILE),
     )
 
 
-def file_fact(root: Root, system_path: str) -> FileFact:
+def file_fact(system: System, system_path: str) -> FileFact:
     """Type, permission bits, owner and text of a file (links followed inside the root)."""
-    path = root.resolve(system_path)
     try:
-        st = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return FileFact(path=system_path)
+        found = system.stat(system_path)
     except PermissionError:
         return FileFact(path=system_path, kind="other")
-    if stat.S_ISREG(st.st_mode):
-        kind = "file"
-    elif stat.S_ISDIR(st.st_mode):
-        kind = "dir"
-    else:
-        kind = "other"
-    text = None
-    if kind == "file":
-        text = read_text(root, system_path, limit=FILE_TEXT_LIMIT)
+    if found is None:
+        return FileFact(path=system_path)
+    kind = found.kind if found.kind in ("file", "dir") else "other"
+    text = read_text(system, system_path, limit=FILE_TEXT_LIMIT) if kind == "file" else None
     return FileFact(
-        path=system_path,
-        kind=kind,
-        mode=format(stat.S_IMODE(st.st_mode), "04o"),
-        uid=st.st_uid,
-        gid=st.st_gid,
-        text=text,
+        path=system_path, kind=kind, mode=format(found.mode, "04o"), uid=found.uid, gid=found.gid, text=text
     )

@@ -20,12 +20,11 @@ from typing import Any
 
 from toa_kernel.core.errors import UserError
 from toa_kernel.core.layout import MODULES_DIR
-from toa_kernel.kernel.modinfo import read_module_info
 from toa_kernel.module.boot import boot_files, boot_style, has_systemd
 from toa_kernel.module.build import kernel_version
 from toa_kernel.module.distro import detect_distro
-from toa_kernel.module.install import in_modules_dep, module_dest
-from toa_kernel.system.rootfs import Root
+from toa_kernel.module.install import in_modules_dep, module_dest, module_info_of
+from toa_kernel.system.api import System
 from toa_kernel.verify.checks import (
     REGISTRY,
     Check,
@@ -63,35 +62,41 @@ class ModuleModeFacts:
         return asdict(self)
 
 
-def releases_with_module(root: Root, name: str) -> list[str]:
-    base = root.resolve(MODULES_DIR)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if (p / "extra" / f"{name}.ko").is_file())
+def releases_with_module(system: System, name: str) -> list[str]:
+    """Releases that have ``extra/NAME.ko`` (one look over the whole of /lib/modules)."""
+    found = []
+    for path in system.find(MODULES_DIR, f"{name}.ko"):
+        parts = path.split("/")  # "", "lib", "modules", R, "extra", NAME.ko
+        if len(parts) == 6 and parts[4] == "extra":
+            found.append(parts[3])
+    return sorted(set(found))
 
 
-def gather_module_mode(root: Root, release: str | None, name: str = MODULE_NAME) -> ModuleModeFacts:
-    """Module facts for ``release`` (normally the running one) under ``root``."""
+def is_file(system: System, path: str) -> bool:
+    found = system.stat(path)
+    return found is not None and found.kind == "file"
+
+
+def gather_module_mode(system: System, release: str | None, name: str = MODULE_NAME) -> ModuleModeFacts:
+    """Module facts for ``release`` (normally the running one) on ``system``."""
     facts = ModuleModeFacts(release=release, name=name)
-    facts.other_releases = [r for r in releases_with_module(root, name) if r != release]
+    facts.other_releases = [r for r in releases_with_module(system, name) if r != release]
     if release:
         system_path = module_dest(release, name)
-        host = root.resolve(system_path)
-        dep = root.resolve(f"{MODULES_DIR}/{release}/modules.dep")
-        facts.indexed = in_modules_dep(root, release, name) if dep.is_file() else None
-        if host.is_file():
+        dep = f"{MODULES_DIR}/{release}/modules.dep"
+        facts.indexed = in_modules_dep(system, release, name) if is_file(system, dep) else None
+        if is_file(system, system_path):
             facts.path = system_path
             try:
-                facts.vermagic = read_module_info(host).vermagic.strip()
+                facts.vermagic = module_info_of(system, system_path).vermagic.strip()
             except UserError as exc:
                 facts.problem = exc.message
-    facts.style = boot_style(detect_distro(root), has_systemd(root))
+    facts.style = boot_style(detect_distro(system), has_systemd(system))
     for boot_file in boot_files(name, facts.style):
         if boot_file.link_to:
-            host = root.path(boot_file.path)
-            facts.boot_links[boot_file.path] = str(host.readlink()) if host.is_symlink() else ""
+            facts.boot_links[boot_file.path] = system.readlink(boot_file.path) or ""
         else:
-            facts.boot_files.append(file_fact(root, boot_file.path))
+            facts.boot_files.append(file_fact(system, boot_file.path))
     return facts
 
 

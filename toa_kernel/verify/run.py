@@ -20,7 +20,8 @@ from toa_kernel.core.errors import UserError
 from toa_kernel.core.layout import RELEASE_RE
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
+from toa_kernel.system.opener import open_system
 from toa_kernel.verify.checks import Check, Expectation, Result, Status, overall, run_checks, select
 from toa_kernel.verify.facts import SCHEMA_VERSION, Facts, gather
 from toa_kernel.verify.factsfile import load_facts
@@ -116,9 +117,12 @@ def expectation(settings: Settings, release: str | None = None) -> Expectation:
 
 
 def obtain_facts(
-    settings: Settings, facts_file: str | Path | None = None, release: str | None = None
+    settings: Settings,
+    facts_file: str | Path | None = None,
+    release: str | None = None,
+    system: System | None = None,
 ) -> Facts:
-    """Facts from ``--facts FILE``, else gathered from the system under ``--root``.
+    """Facts from ``--facts FILE``, else gathered from the system (``--root``, ``--host``).
 
     ``release`` (the expected TOA release) is the one whose module and IPv6
     config are inspected, so a fallback boot still shows whether the TOA
@@ -129,7 +133,10 @@ def obtain_facts(
         if not facts.source:
             facts.source = f"file {facts_file}"
         return facts
-    return gather(Root.of(settings.root), release=release)
+    if system is not None:
+        return gather(system, release=release)
+    with open_system(settings) as opened:
+        return gather(opened, release=release)
 
 
 def judge(
@@ -172,20 +179,38 @@ def run(
     collect: bool = False,
     checks: str | None = None,
     as_json: bool = False,
+    system: System | None = None,
 ) -> int:
-    """The whole task: returns the exit code."""
+    """The whole task: returns the exit code. Facts are gathered on the system (over SSH
+    with ``--host``) and judged here."""
+    if facts_file or system is not None:
+        return run_on(system, settings, console, release, facts_file, collect, checks, as_json)
+    with open_system(settings) as opened:
+        return run_on(opened, settings, console, release, facts_file, collect, checks, as_json)
+
+
+def run_on(
+    system: System | None,
+    settings: Settings,
+    console: Console,
+    release: str | None,
+    facts_file: str | Path | None,
+    collect: bool,
+    checks: str | None,
+    as_json: bool,
+) -> int:
     expect = expectation(settings, release)
-    facts = obtain_facts(settings, facts_file, expect.release)
+    facts = obtain_facts(settings, facts_file, expect.release, system)
     if collect:
         console.emit_json(facts.to_dict())
         return 0
-    report = judge(facts, expect, checks, module_mode(settings, facts, facts_file, checks))
+    report = judge(facts, expect, checks, module_mode(system, facts, facts_file, checks))
     show(report, console, as_json)
     return report.exit_code
 
 
 def module_mode(
-    settings: Settings, facts: Facts, facts_file: str | Path | None, checks: str | None
+    system: System | None, facts: Facts, facts_file: str | Path | None, checks: str | None
 ) -> list[Check] | None:
     """The module-mode checks (kernels 3.0+, out-of-tree toa.ko) when they apply.
 
@@ -195,7 +220,7 @@ def module_mode(
     """
     if checks not in (None, "", MODULE_SET):
         return None
-    mode = None if facts_file else gather_module_mode(Root.of(settings.root), facts.release)
+    mode = None if facts_file or system is None else gather_module_mode(system, facts.release)
     if checks == MODULE_SET or (mode is not None and applies(facts, mode)):
         return module_mode_checks(mode)
     return None

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import UserError
-from toa_kernel.system.rootfs import Root
+from toa_kernel.system.api import System
 from toa_kernel.verify.facts import ToaStats, read_toa_stats
 
 TOA_SO_GET_LOOKUP = 4096
@@ -328,7 +328,7 @@ def open_server(
 
 
 def serve(
-    root: Root,
+    system: System,
     console: Console,
     *,
     bind: str = "0.0.0.0",
@@ -344,7 +344,7 @@ def serve(
     warning = v4_mapped_warning(bind)
     if warning:
         console.warn(warning)
-    before = read_toa_stats(root)
+    before = read_toa_stats(system)
     server = open_server(
         bind, port, sockopt, lambda record: console.say(record.log_line()), connection_timeout
     )
@@ -355,7 +355,7 @@ def serve(
     if ready is not None:
         ready(host_port(server.server_address))
     stopped = answer_until(server, count, timeout)
-    after = read_toa_stats(root)
+    after = read_toa_stats(system)
     with server.lock:
         records = list(server.records[: count or None])
     return ServeReport(listen, stopped, records, before, after)
