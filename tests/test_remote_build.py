@@ -48,6 +48,8 @@ def test_the_sample_tree_is_compiled_on_the_build_host_and_its_artifacts_come_ba
     assert not list(tree.rglob("*.o")) and not (tree / "vmlinux").exists()
     ran = [command for _user, command in node.server.commands()[commands_before:]]
     assert any("make -j2" in command and str(shipped) in command for command in ran)
+    # the toolchain compatibility set was chosen from the build host's compiler, asked over SSH
+    assert any("gcc -dM -E -x c -" in command for command in ran), ran
     # the artifacts were fetched into the build record and checked
     build = Workdir(settings.workdir).section("build")
     for key in ("bzimage", "toa_ko", "system_map"):
