@@ -88,6 +88,10 @@ BAD_SETTINGS = {
     "ssh_connect_timeout": "nan",
     "ssh_legacy": "2",
     "trial_panic": "0",
+    "inventory": "hosts\u0007.ini",
+    "reboot_command": "reboot 'now",
+    "reboot_hook": 'lab "reboot',
+    "boot_timeout": "-1",
 }
 NOT_CONFIGURABLE = {"project_dir"}  # set by tasks.py to the project's directory
 
