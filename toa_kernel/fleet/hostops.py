@@ -29,6 +29,7 @@ from toa_kernel.core.layout import (
 from toa_kernel.system.api import System
 
 PROC_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+SAVED_DEFAULT = "/boot/grub/default"
 STAGING = "/var/tmp/toa-kernel"
 SERVER_TOOLS = ("sha256sum", "tar", "gzip", "cp", "mv", "df", "uname")
 MiB = 1024 * 1024
@@ -180,8 +181,11 @@ def initramfs_estimate(system: System, vmlinuz_size: int) -> int:
     return max(sizes)
 
 
-def grub_conf_problem(system: System) -> tuple[str | None, ToaError | None]:
-    """(system path of grub.conf, the problem with it): found, readable, parseable, writable."""
+def grub_conf_problem(
+    system: System, release: str, kernel_args: tuple[str, ...], initrd_name: str
+) -> tuple[str | None, ToaError | None]:
+    """(system path of grub.conf, the problem with it): found, readable, the TOA entry can be made
+    the default there (the edit install-kernel will make, computed on the file as it is), writable."""
     for candidate in (GRUB_CONF, ETC_GRUB_CONF, MENU_LST):
         try:
             real = system.resolve(candidate)
@@ -192,11 +196,15 @@ def grub_conf_problem(system: System) -> tuple[str | None, ToaError | None]:
             continue
         try:
             text = system.read_bytes(real).decode("utf-8", "surrogateescape")
-            grubconf.parse(text)
+            saved_text = system.read_text(SAVED_DEFAULT, limit=64)
+            saved = grubconf.parse_saved_default(saved_text) if saved_text else None
+            grubconf.edit_for_release(
+                text, release, kernel_args=kernel_args, initrd_name=initrd_name, saved_default=saved
+            )
         except ToaError as exc:
-            return real, UserError(f"{real} on {system.label} cannot be parsed: {exc.message}", exc.fix)
+            return real, UserError(f"{real} on {system.label}: {exc.message}", exc.fix)
         except (OSError, ValueError) as exc:
-            return real, UserError(f"{real} on {system.label} cannot be read or parsed: {exc}")
+            return real, UserError(f"{real} on {system.label} cannot be read or edited: {exc}")
         if not st.mode & 0o200:
             return real, UserError(
                 f"{real} on {system.label} is read-only (mode {st.mode:04o})",

@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from toa_kernel.boot.grubstep import boot_entry_policy, kernel_args
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF, INSTALLKERNEL
@@ -220,7 +221,9 @@ class Node:
                     "leave it out (--hosts) and check it with 'invoke fleet-verify'",
                 )
             )
-        _path, grub_problem = hostops.grub_conf_problem(system)
+        args = kernel_args(self.settings)
+        initrd = boot_entry_policy(self.settings).initrd_name(bundle.release)
+        _path, grub_problem = hostops.grub_conf_problem(system, bundle.release, args, initrd)
         if grub_problem is not None:
             problems.append(grub_problem)
         installkernel = hostops.installkernel_problem(system)
@@ -330,31 +333,31 @@ class Node:
             )
 
     def kernel_ready(self, bundle: Bundle) -> bool:
+        """vmlinuz-R and System.map-R are the bundle's and an initramfs-R exists (installkernel ran)."""
         system = self.system
-        found = hostops.sha256_many(system, [bundle.vmlinuz, bundle.system_map, bundle.config])
-        same = all(
-            found.get(p) == bundle.sha_of(p) for p in (bundle.vmlinuz, bundle.system_map, bundle.config)
-        )
+        found = hostops.sha256_many(system, [bundle.vmlinuz, bundle.system_map])
+        same = all(found.get(p) == bundle.sha_of(p) for p in (bundle.vmlinuz, bundle.system_map))
         return same and system.stat(f"{BOOT_DIR}/initramfs-{bundle.release}.img") is not None
 
     def install_kernel_files(self, bundle: Bundle, tree: str, before: Callable[[], object]) -> None:
         """The host's own installkernel (initramfs and entry); config-R beside the kernel."""
         system = self.system
         if self.kernel_ready(bundle):
-            self.note(f"{BOOT_DIR}: vmlinuz-{bundle.release}, System.map, config and initramfs are in place")
-            return
-        before()
-        argv = [
-            system.host_path(INSTALLKERNEL),
-            bundle.release,
-            system.host_path(f"{tree}{bundle.vmlinuz}"),
-            system.host_path(f"{tree}{bundle.system_map}"),
-            system.host_path(BOOT_DIR),
-        ]
-        self.run(argv, timeout=1800)
-        config = system.host_path(bundle.config)
-        self.run(["cp", system.host_path(f"{tree}{bundle.config}"), config + ".toa-tmp"])
-        self.run(["mv", "-f", config + ".toa-tmp", config])
+            self.note(f"{BOOT_DIR}: vmlinuz-{bundle.release}, System.map and initramfs are in place")
+        else:
+            before()
+            argv = [
+                system.host_path(INSTALLKERNEL),
+                bundle.release,
+                system.host_path(f"{tree}{bundle.vmlinuz}"),
+                system.host_path(f"{tree}{bundle.system_map}"),
+                system.host_path(BOOT_DIR),
+            ]
+            self.run(argv, timeout=1800)
+        if hostops.sha256(system, bundle.config) != bundle.sha_of(bundle.config):
+            config = system.host_path(bundle.config)
+            self.run(["cp", system.host_path(f"{tree}{bundle.config}"), config + ".toa-tmp"])
+            self.run(["mv", "-f", config + ".toa-tmp", config])
         self.check_kernel_files(bundle)
 
     def check_kernel_files(self, bundle: Bundle) -> None:

@@ -349,8 +349,8 @@ class Rollout:
         self.dir.save(state, status, "retry")
 
     def install(self, node: Node, state: HostState) -> None:
-        self.dir.save(state, st.INSTALLING, "install")
         state.installs += 1
+        self.dir.save(state, st.INSTALLING, "install")
         self.update(node.host.name, st.INSTALLING, "ship, unpack, installkernel, hooks, grub.conf")
         started = time.monotonic()
         sent = [0]
