@@ -119,12 +119,19 @@ class Settings:
                 if key not in names:
                     raise TypeError(f"unknown setting {key!r}")
                 values[key], origins[key] = value, "flag"
-        return cls(**coerce(values, origins))
+        return cls(**coerce(values, origins)).local_root_checked(origins.get("root", "config"))
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (None means unchanged), checked like flags."""
         changed = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **coerce(changed, dict.fromkeys(changed, "flag")))
+        return replace(self, **coerce(changed, dict.fromkeys(changed, "flag"))).local_root_checked("flag")
+
+    def local_root_checked(self, origin: str) -> Settings:
+        """The root prefix must exist here when the system is this machine (with ``host`` it is the
+        server's path, checked there when the task connects)."""
+        if not self.host:
+            root_value(self.root, setting_name("root", origin))
+        return self
 
     @property
     def effective_jobs(self) -> int:
@@ -547,7 +554,7 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "sha256": sha256_value,
     "mirrors": mirrors_value,
     "workdir": directory_to_create,
-    "root": root_value,
+    "root": path_value,
     "extraversion": extraversion_value,
     "option_code": whole(
         1, 255, "use the TCP option kind your balancer sends, 1..255 (254 for Huawei Cloud ELB)"
