@@ -390,7 +390,7 @@ class Rollout:
             record.boot_id_after = node.wait_for_new_boot(record.boot_id_before, deadline, timeout)
         except ToaError as exc:
             raise HostFailed("reboot" if phase == "install" else "rollback", exc) from exc
-        record.seconds = round(time.time() - (record.sent_at or record.requested_at or time.time()), 1)
+        record.seconds = round(time.time() - (record.requested_at or time.time()), 1)  # sent to back
         self.keep(state, phase, record)
         return record
 
