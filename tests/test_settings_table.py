@@ -33,6 +33,9 @@ TASKS = (
     "build-module",
     "install-module",
     "rollback-module",
+    "bundle",
+    "rollout",
+    "fleet-verify",
     "demo",
 )
 
@@ -49,6 +52,9 @@ SAFE_ARGS = {
     "build-module": ["--dry-run", "--release", "5.10.0-1-amd64", "--workdir", "{work}", "--root", "{root}"],
     "install-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
     "rollback-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "bundle": ["--workdir", "{work}"],
+    "rollout": ["--dry-run", "--workdir", "{work}", "--hosts", "root@127.0.0.1:1"],
+    "fleet-verify": ["--workdir", "{work}", "--hosts", "root@127.0.0.1:1"],
     "demo": ["--no-lab", "--workdir", "{work}"],
 }
 
@@ -225,6 +231,24 @@ BAD_FLAGS = {
         "--workdir": "{file}",
     },
     "rollback-module": {"--root": "{file}", "--workdir": "{file}"},
+    "bundle": {"--workdir": "{file}"},
+    "rollout": {
+        "--inventory": "{root}",
+        "--hosts": "root@web1:99999",
+        "--canary": "-1",
+        "--wave": "0",
+        "--max-failures": "150%",
+        "--checks": "nosuch",
+        "--boot-timeout": "nan",
+        "--workdir": "{file}",
+    },
+    "fleet-verify": {
+        "--inventory": "{file}x",
+        "--hosts": "a@b@c",
+        "--release": "a b",
+        "--checks": "nosuch",
+        "--workdir": "{file}",
+    },
     "demo": {"--workdir": "{file}"},
 }
 FLAG_CASES = [(task, flag) for task, flags in BAD_FLAGS.items() for flag in flags]
