@@ -23,6 +23,7 @@ import hashlib
 import json
 import shutil
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,6 +42,7 @@ SCHEMA = 1
 PACK_TARGET = "targz-pkg"
 # Links Kbuild's modules_install leaves in /lib/modules/R, pointing at the build tree.
 TREE_LINKS = ("build", "source")
+UNPACK_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -369,6 +371,11 @@ def unpacked(bundle: Bundle) -> Path:
     The boot steps compare what a host has with these files (the same bytes the
     host received), so they never need the build tree again.
     """
+    with UNPACK_LOCK:  # the hosts of a wave ask at once
+        return unpack_locally(bundle)
+
+
+def unpack_locally(bundle: Bundle) -> Path:
     tree = bundle.directory / "tree"
     if (tree / ".config").is_file():
         return tree
