@@ -215,6 +215,11 @@ def test_dry_run_preflights_and_changes_nothing(rig):
     done = rig.invoke(*rig.rollout_args("--dry-run", "--json"))
     document = json.loads(done.stdout)
     assert document["verdict"] == "dry run" and document["preflight"] == {}
+    shown = done.stderr  # with --json, the plans go to stderr
+    assert shown.count("would run the host's installkernel") == 5
+    assert shown.count(f"+title CentOS ({rig.release})") == 5 and shown.count("+fallback=1") == 5  # diffs
+    assert done.returncode == 0
+    assert "/etc/cron.d/toa" in shown
     assert {name: tree_digest(rig.roots[name]) for name in rig.names} == before
     assert not (rig.work / "fleet").exists() or not list((rig.work / "fleet").glob("*/hosts/*.json"))
 

@@ -339,6 +339,17 @@ class Node:
         same = all(found.get(p) == bundle.sha_of(p) for p in (bundle.vmlinuz, bundle.system_map))
         return same and system.stat(f"{BOOT_DIR}/initramfs-{bundle.release}.img") is not None
 
+    def installkernel_argv(self, bundle: Bundle, tree: str) -> list[str]:
+        """``installkernel R vmlinuz-R System.map-R /boot`` (arch/x86/boot/install.sh's four arguments)."""
+        system = self.system
+        return [
+            system.host_path(INSTALLKERNEL),
+            bundle.release,
+            system.host_path(f"{tree}{bundle.vmlinuz}"),
+            system.host_path(f"{tree}{bundle.system_map}"),
+            system.host_path(BOOT_DIR),
+        ]
+
     def install_kernel_files(self, bundle: Bundle, tree: str, before: Callable[[], object]) -> None:
         """The host's own installkernel (initramfs and entry); config-R beside the kernel."""
         system = self.system
@@ -346,14 +357,7 @@ class Node:
             self.note(f"{BOOT_DIR}: vmlinuz-{bundle.release}, System.map and initramfs are in place")
         else:
             before()
-            argv = [
-                system.host_path(INSTALLKERNEL),
-                bundle.release,
-                system.host_path(f"{tree}{bundle.vmlinuz}"),
-                system.host_path(f"{tree}{bundle.system_map}"),
-                system.host_path(BOOT_DIR),
-            ]
-            self.run(argv, timeout=1800)
+            self.run(self.installkernel_argv(bundle, tree), timeout=1800)
         if hostops.sha256(system, bundle.config) != bundle.sha_of(bundle.config):
             config = system.host_path(bundle.config)
             self.run(["cp", system.host_path(f"{tree}{bundle.config}"), config + ".toa-tmp"])
@@ -390,6 +394,32 @@ class Node:
         self.system.remove(self.staging(bundle), recursive=True)
         self.note(f"installed {bundle.release}: {len(report.changes)} changes ({'; '.join(report.changes)})")
         return report.as_dict()
+
+    def preview(self, bundle: Bundle, console: Console) -> None:
+        """``--dry-run``: what the install would do on this host (commands, diffs); nothing written."""
+        system = self.system
+        stage = self.staging(bundle)
+        tree = f"{stage}/tree"
+        console.say(f"{self.host.name} ({self.host.where}):")
+        console.say(f"  would send {bundle.tarball} to {stage}/ and check its sha256 there ({bundle.id}...)")
+        console.say(
+            f"    $ tar xzf {system.host_path(stage)}/{bundle.tarball_name} -C {system.host_path(tree)}"
+        )
+        if not self.modules_ready(bundle):
+            console.say(
+                f"  would put {bundle.modules_dir} in place and run depmod -a -b {system.host_path('/')}"
+            )
+        if not self.kernel_ready(bundle):
+            argv = self.installkernel_argv(bundle, tree)
+            console.say(
+                f"  would run the host's installkernel (initramfs, boot entry):\n    $ {shlex.join(argv)}"
+            )
+        steps.preview_boot(system, self.settings, bundle, console)
+        console.say(
+            "  (installkernel adds its own grub.conf entry first; the diff is for grub.conf as it is now)"
+        )
+        reboot = self.settings.reboot_hook or self.settings.reboot_command
+        console.say(f"  would reboot with: {reboot}; then wait for a new boot id and verify")
 
     # --- reboot ---------------------------------------------------------------------------
 

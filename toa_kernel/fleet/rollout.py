@@ -85,7 +85,8 @@ class RolloutReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        """0: every host verified (or, for a dry run, every preflight passed); 1 otherwise."""
+        return 0 if self.ok or self.verdict == "dry run" else 1
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -216,7 +217,9 @@ class Rollout:
             if refused:
                 self.report.verdict = "refused"
                 self.report.stopped = refused
-            elif not self.request.dry_run:
+            elif self.request.dry_run:
+                self.preview()
+            else:
                 self.run_batches()
         finally:
             self.live.close()
@@ -272,6 +275,21 @@ class Rollout:
             self.console.say(f"rollout: preflight failed on {names}: left out (--skip-failed-preflight)")
             return ""
         return f"preflight failed on {names}: nothing was changed on any host"
+
+    def preview(self) -> None:
+        """``--dry-run``: the batches and, host by host, what the install would change."""
+        for batch in self.plan:
+            runnable = [n for n in batch.hosts if n not in self.excluded and self.needs_work(n)]
+            self.report.batches.append({"batch": batch.label, "hosts": list(batch.hosts), "ran": []})
+            self.console.say(f"rollout: {batch.label}: would run {', '.join(runnable) or 'nothing'}")
+            for name in runnable:
+                node = Node(self.hosts[name], self.settings, self.dir.host_workdir(name))
+                try:
+                    node.preview(self.bundle, self.console)
+                except ToaError as exc:
+                    self.console.say(f"  cannot show the changes: {exc.message}")
+                finally:
+                    node.close()
 
     def run_batches(self) -> None:
         for batch in self.plan:

@@ -18,7 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from toa_kernel.boot.grubstep import locate
-from toa_kernel.boot.install import InstallRecord, InstallReport, InstallRequest, install_kernel
+from toa_kernel.boot.hooks import plan_install
+from toa_kernel.boot.install import (
+    InstallRecord,
+    InstallReport,
+    InstallRequest,
+    grub_edit_plan,
+    install_kernel,
+)
 from toa_kernel.boot.kernelfiles import KernelFiles
 from toa_kernel.boot.rollback import RollbackReport, rollback
 from toa_kernel.core.console import Console
@@ -85,6 +92,13 @@ def configure_boot(
     Workdir(workdir).ensure().update_manifest("build", build_section(bundle))
     request = InstallRequest(release=bundle.release)
     return install_kernel(host_settings(system, settings, workdir), request, console)
+
+
+def preview_boot(system: System, settings: Settings, bundle: Bundle, console: Console) -> None:
+    """What install-kernel's boot hooks and grub.conf step would change (printed, nothing written)."""
+    root = local_root(system)
+    plan_install(root, bundle.release, settings.startup).apply(True, echo=console.say)
+    grub_edit_plan(root, settings, bundle.release, initramfs=True).plan.apply(True, echo=console.say)
 
 
 def roll_back(system: System, settings: Settings, workdir: Path, console: Console) -> RollbackReport:
