@@ -17,6 +17,7 @@ import pytest
 from fleet_support import RUNNING, FleetRig, bundle_cache, tree_digest
 
 from toa_kernel.fleet import state as st
+from toa_kernel.verify.facts import grub_facts_from_text
 
 # Real make (targz-pkg), real installkernel, depmod and the install-kernel steps on five nodes: ~1 minute.
 pytestmark = pytest.mark.slow
@@ -251,3 +252,35 @@ def test_environment_of_the_hook_names_the_node(rig, tmp_path):
     os.chmod(script, 0o755)
     rig.rollout(hosts="node2", canary=1, wave=1, settings={"reboot_hook": str(script)})
     assert seen.read_text() == f"node2 {rig.roots['node2']} install\n"
+
+
+def test_an_install_that_fails_half_way_is_rolled_back_without_a_reboot(rig):
+    # node2's installkernel copies the kernel and edits grub.conf (grubby), then fails.
+    original = rig.grub_conf("node2")
+    installer = rig.path("node2", "/sbin/installkernel")
+    installer.rename(installer.with_name("installkernel.real"))
+    installer.write_text(
+        '#!/bin/sh\n"$(dirname "$0")/installkernel.real" "$@"\necho "dracut: out of space" >&2\nexit 1\n'
+    )
+    installer.chmod(0o755)
+    report = rig.rollout(canary=1, wave=4, rollback_failed=True)
+    rows = {row.name: row for row in report.rows}
+    assert rows["node2"].status == st.ROLLED_BACK and rows["node2"].verdict == "rolled back (install failed)"
+    assert "dracut: out of space" in rows["node2"].error["message"]
+    # grubby's entry stays (not the default): the old kernel still boots, as after install-kernel + rollback
+    grub = grub_facts_from_text(rig.grub_conf("node2"))
+    assert grub.default_entry.release == RUNNING
+    assert (
+        original
+        in rig.path("node2", "/boot/grub")
+        .joinpath(next(n for n in os.listdir(rig.path("node2", "/boot/grub")) if ".toa-backup-" in n))
+        .read_text()
+    )
+    for leftover in (
+        f"/boot/vmlinuz-{rig.release}",
+        f"/boot/initramfs-{rig.release}.img",
+        f"/lib/modules/{rig.release}",
+    ):
+        assert not rig.path("node2", leftover).exists(), leftover
+    assert rig.boots("node2") == [] and rig.running("node2") == RUNNING  # never rebooted
+    assert [rows[n].status for n in ("node3", "node4", "node5")] == [st.VERIFIED] * 3  # same wave

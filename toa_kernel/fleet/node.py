@@ -386,10 +386,12 @@ class Node:
         tarball = self.ship(bundle, progress)
         with self.locked():
             tree = self.unpack(bundle, tarball)
-            self.install_modules(bundle, tree)
             books = steps.InstallBooks(self.system, self.settings, self.workdir, bundle.release)
-            self.install_kernel_files(bundle, tree, books.before_installkernel)
-            books.kernel_files_installed()
+            try:
+                self.install_modules(bundle, tree)
+                self.install_kernel_files(bundle, tree, books.before_installkernel)
+            finally:  # what was added is recorded even when a step failed: rollback removes it
+                books.files_added()
             report = steps.configure_boot(self.system, self.settings, self.workdir, bundle, self.log)
         self.system.remove(self.staging(bundle), recursive=True)
         self.note(f"installed {bundle.release}: {len(report.changes)} changes ({'; '.join(report.changes)})")

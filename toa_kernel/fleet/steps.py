@@ -79,10 +79,12 @@ class InstallBooks:
             record.grub.update(path=self.root.system_path(grub), backup=self.root.system_path(backup))
         record.save(status="installing kernel files")
 
-    def kernel_files_installed(self) -> None:
+    def files_added(self) -> None:
+        """Record the release's files that were not there before (a rollback of an unfinished
+        install removes them)."""
         record = self.record()
         record.add_files([path for path in self.files.present() if path not in self.before])
-        record.save(status="kernel files installed")
+        record.save()
 
 
 def configure_boot(
