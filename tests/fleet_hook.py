@@ -15,6 +15,7 @@ is a JSON file written by the test:
   (this process's parent) the first time this node is rebooted, before the
   reboot (which then never happens) or after it, then never again (a marker
   file remembers).
+- ``hang``: nodes that never come back from a reboot.
 - ``calls``: a file where every call is appended (node and phase).
 """
 
@@ -71,6 +72,8 @@ def main() -> int:
         calls.write(f"{host} {phase}\n")
     if kill_parent_once(config, host, "before", config_path.parent):
         return 0  # the rollout died before the reboot left it: the node never rebooted
+    if host in config.get("hang", []):
+        return 0  # the reboot was sent; the node never comes back
     lost = config.get("lost", {}).get(host, []) if phase == "install" else []
     if config["mode"] == "lab":
         workdir = Path(os.environ["TOA_FLEET_WORKDIR"])

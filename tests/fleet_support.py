@@ -68,6 +68,7 @@ class FleetRig:
     servers: list[Any] = field(default_factory=list)  # one sshd per node (ssh rigs)
     lost: dict[str, list[str]] = field(default_factory=dict)
     kill_parent: dict[str, str] = field(default_factory=dict)
+    hang: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.work = self.base / "work"
@@ -118,6 +119,7 @@ class FleetRig:
                     "kernel": str(self.kernel or ""),
                     "lost": self.lost,
                     "kill_parent": self.kill_parent,
+                    "hang": self.hang,
                     "calls": str(self.calls),
                 }
             )

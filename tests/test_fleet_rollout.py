@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -280,3 +284,40 @@ def test_an_install_that_fails_half_way_is_rolled_back_without_a_reboot(rig):
         assert not rig.path("node2", leftover).exists(), leftover
     assert rig.boots("node2") == [] and rig.running("node2") == RUNNING  # never rebooted
     assert [rows[n].status for n in ("node3", "node4", "node5")] == [st.VERIFIED] * 3  # same wave
+
+
+def test_a_node_that_does_not_come_back_fails_with_the_time_it_was_given(rig):
+    rig.hang = ["node2"]
+    report = rig.rollout(canary=1, wave=2, settings={"boot_timeout": 3.0})
+    row = {r.name: r for r in report.rows}["node2"]
+    assert row.status == st.FAILED and row.verdict == "FAILED at reboot"
+    assert "did not come back with a new boot within 3 s" in row.error["message"]
+    assert rig.state("node2")["reboot"]["sent_at"] and rig.boots("node2") == []
+
+
+def test_ctrl_c_while_a_wave_waits_stops_at_once_and_keeps_each_hosts_state(rig):
+    rig.hang = ["node2", "node3"]
+    command = [sys.executable, "-m", "invoke", "-r", str(Path(__file__).parent.parent)]
+    process = subprocess.Popen(
+        [*command, *rig.rollout_args("--canary", "1", "--wave", "2")],
+        env={**os.environ, **rig.env()},
+        cwd=rig.base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "node3 install" not in rig.hook_calls():
+            time.sleep(0.2)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _out, err = process.communicate(timeout=20)
+        assert time.monotonic() - started < 10  # not the 30 s boot timeout
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "interrupted" in err
+    assert [rig.state(n)["status"] for n in ("node2", "node3")] == [st.REBOOTING, st.REBOOTING]
+    assert rig.state("node4")["status"] == st.PENDING and rig.installkernel_calls("node4") == 0

@@ -33,6 +33,7 @@ import contextlib
 import os
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -63,6 +64,10 @@ Progress = Callable[[int], None]
 
 class RebootTimeout(EnvironmentFailure):
     """The host did not come back with a new boot in time."""
+
+
+class Interrupted(ToaError):
+    """The rollout was told to stop (Ctrl-C): the host stays where it is, to be resumed."""
 
 
 class LogConsole(Console):
@@ -457,11 +462,17 @@ class Node:
         self.run(["sh", "-c", detached, "toa-reboot", *command])
         self.drop()
 
-    def wait_for_new_boot(self, before: str | None, deadline: float, timeout: float) -> str:
-        """Poll until the host answers with a boot id other than ``before``; the new one."""
+    def wait_for_new_boot(
+        self, before: str | None, deadline: float, timeout: float, stop: threading.Event | None = None
+    ) -> str:
+        """Poll until the host answers with a boot id other than ``before``; the new one.
+
+        ``stop`` set (the rollout was interrupted) ends the wait with ``Interrupted``."""
         poll = min(5.0, max(0.5, timeout / 50))
         last_error = ""
         while True:
+            if stop is not None and stop.is_set():
+                raise Interrupted(f"{self.host.name}: stopped while waiting for it to come back")
             try:
                 current = self.boot_id()
                 if current and current != before:
@@ -476,7 +487,10 @@ class Node:
                     f"{self.host.name} did not come back with a new boot within {timeout:g} s ({last_error})",
                     "look at the server's console; raise boot_timeout (--boot-timeout) for slow servers",
                 )
-            time.sleep(poll)
+            if stop is not None:
+                stop.wait(poll)
+            else:
+                time.sleep(poll)
 
     # --- verify and rollback --------------------------------------------------------------
 

@@ -26,6 +26,7 @@ them back.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from toa_kernel.core.settings import Settings
 from toa_kernel.fleet import state as st
 from toa_kernel.fleet.bundle import Bundle
 from toa_kernel.fleet.inventory import Host
-from toa_kernel.fleet.node import Node
+from toa_kernel.fleet.node import Interrupted, Node
 from toa_kernel.fleet.report import HostRow, LiveStatus
 from toa_kernel.fleet.schedule import Batch, Budget, batches, failure_budget
 from toa_kernel.fleet.state import HostState, RebootRecord, RolloutDir
@@ -175,6 +176,7 @@ class Rollout:
             kernel_args=REQUIRED_KERNEL_ARGS + tuple(settings.kernel_args.replace(",", " ").split()),
         )
         self.live: LiveStatus | None = None
+        self.stopping = threading.Event()
         self.excluded: dict[str, list[ToaError]] = {}
         self.report = RolloutReport(bundle, source, request, self.budget, state_dir=str(self.dir.path))
 
@@ -315,9 +317,22 @@ class Rollout:
         self.console.say(f"rollout: stopped: {why}")
 
     def run_batch(self, batch: Batch, names: list[str]) -> None:
+        """The batch's hosts in parallel. Ctrl-C: each finishes the step it is in (a wait for a
+        reboot ends at once), its state is kept, and a rerun goes on from there."""
         self.console.say(f"rollout: {batch.label}: {', '.join(names)}")
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            list(pool.map(self.run_host, names))
+        pool = ThreadPoolExecutor(max_workers=len(names))
+        futures = [pool.submit(self.run_host, name) for name in names]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            self.stopping.set()
+            self.console.warn(
+                "interrupted: each host finishes the step it is in; run the rollout again to go on"
+            )
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     # --- one host -------------------------------------------------------------------------------
 
@@ -326,9 +341,12 @@ class Rollout:
         node = Node(self.hosts[name], self.settings, self.dir.host_workdir(name))
         started = time.monotonic()
         try:
-            self.advance(node, state)
-        except HostFailed as exc:
-            self.fail(node, state, exc)
+            try:
+                self.advance(node, state)
+            except HostFailed as exc:
+                self.fail(node, state, exc)
+        except Interrupted as exc:
+            node.note(exc.message)
         except Exception as exc:  # a bug must not take the other hosts down with it
             node.note("internal error:\n" + traceback.format_exc())
             self.fail(node, state, HostFailed(state.step or "install", ToaError(f"internal error: {exc!r}")))
@@ -339,7 +357,7 @@ class Rollout:
             node.close()
 
     def advance(self, node: Node, state: HostState) -> None:
-        """Take the host from where it is to verified (or rolled back)."""
+        """Take the host from where it is to verified (or rolled back), step by step."""
         if self.request.retry_failed and state.status in (st.FAILED, st.ROLLED_BACK):
             self.restart(state)
         if (state.status == st.FAILED and self.wants_rollback(state)) or state.status == st.ROLLING_BACK:
@@ -348,10 +366,16 @@ class Rollout:
         if state.status in (st.PENDING, st.INSTALLING):
             self.install(node, state)
         if state.status in (st.INSTALLED, st.REBOOTING):
+            self.halt_point(node)
             state.reboot = self.reboot(node, state, state.reboot, "install")
             self.dir.save(state, st.REBOOTED, "reboot")
         if state.status == st.REBOOTED:
             self.verify(node, state)
+
+    def halt_point(self, node: Node) -> None:
+        """Before a step that cannot be taken back: stop here when the rollout was interrupted."""
+        if self.stopping.is_set():
+            raise Interrupted(f"{node.host.name}: stopped before its reboot (interrupted)")
 
     def restart(self, state: HostState) -> None:
         """``--retry-failed``: go back to the step that failed (from scratch after a rollback)."""
@@ -405,7 +429,11 @@ class Rollout:
                 self.keep(state, phase, record)
             self.update(name, "rebooting", f"waiting for a new boot (up to {timeout:g} s)")
             deadline = (record.sent_at or time.time()) + timeout
-            record.boot_id_after = node.wait_for_new_boot(record.boot_id_before, deadline, timeout)
+            record.boot_id_after = node.wait_for_new_boot(
+                record.boot_id_before, deadline, timeout, self.stopping
+            )
+        except Interrupted:
+            raise
         except ToaError as exc:
             raise HostFailed("reboot" if phase == "install" else "rollback", exc) from exc
         record.seconds = round(time.time() - (record.requested_at or time.time()), 1)  # sent to back
