@@ -48,6 +48,14 @@ class LiveStatus:
             elif not self.console.quiet:
                 self.console.say(self.line(name, status, detail))
 
+    def say(self, text: str) -> None:
+        """A message of the rollout itself, printed above the status lines (never through them)."""
+        with self.lock:
+            if self.bars:
+                tqdm.write(text, file=sys.stderr)
+            else:
+                self.console.say(text)
+
     def close(self) -> None:
         with self.lock:
             for bar in self.bars.values():

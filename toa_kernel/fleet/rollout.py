@@ -220,6 +220,7 @@ class Rollout:
                 self.report.verdict = "refused"
                 self.report.stopped = refused
             elif self.request.dry_run:
+                self.live.close()  # the plans are long: printed after the status lines
                 self.preview()
             else:
                 self.run_batches()
@@ -234,6 +235,12 @@ class Rollout:
         if not self.request.dry_run:
             self.dir.write_report(self.report.as_dict())
         return self.report
+
+    def say(self, text: str) -> None:
+        if self.live is not None:
+            self.live.say(text)
+        else:
+            self.console.say(text)
 
     def update(self, name: str, status: str, detail: str = "") -> None:
         if self.live is not None:
@@ -274,7 +281,7 @@ class Rollout:
             return ""
         names = ", ".join(self.excluded)
         if self.request.skip_failed_preflight:
-            self.console.say(f"rollout: preflight failed on {names}: left out (--skip-failed-preflight)")
+            self.say(f"rollout: preflight failed on {names}: left out (--skip-failed-preflight)")
             return ""
         return f"preflight failed on {names}: nothing was changed on any host"
 
@@ -283,13 +290,13 @@ class Rollout:
         for batch in self.plan:
             runnable = [n for n in batch.hosts if n not in self.excluded and self.needs_work(n)]
             self.report.batches.append({"batch": batch.label, "hosts": list(batch.hosts), "ran": []})
-            self.console.say(f"rollout: {batch.label}: would run {', '.join(runnable) or 'nothing'}")
+            self.say(f"rollout: {batch.label}: would run {', '.join(runnable) or 'nothing'}")
             for name in runnable:
                 node = Node(self.hosts[name], self.settings, self.dir.host_workdir(name))
                 try:
                     node.preview(self.bundle, self.console)
                 except ToaError as exc:
-                    self.console.say(f"  cannot show the changes: {exc.message}")
+                    self.say(f"  cannot show the changes: {exc.message}")
                 finally:
                     node.close()
 
@@ -314,12 +321,12 @@ class Rollout:
     def stop(self, why: str) -> None:
         self.report.verdict = "stopped"
         self.report.stopped = why
-        self.console.say(f"rollout: stopped: {why}")
+        self.say(f"rollout: stopped: {why}")
 
     def run_batch(self, batch: Batch, names: list[str]) -> None:
         """The batch's hosts in parallel. Ctrl-C: each finishes the step it is in (a wait for a
         reboot ends at once), its state is kept, and a rerun goes on from there."""
-        self.console.say(f"rollout: {batch.label}: {', '.join(names)}")
+        self.say(f"rollout: {batch.label}: {', '.join(names)}")
         pool = ThreadPoolExecutor(max_workers=len(names))
         futures = [pool.submit(self.run_host, name) for name in names]
         try:
