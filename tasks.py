@@ -833,7 +833,7 @@ def rollout(
     """Install the bundle on many servers: preflight all, a canary, then waves; reboot, verify, resume."""
     from toa_kernel.fleet.bundle import make_bundle
     from toa_kernel.fleet.report import print_table
-    from toa_kernel.fleet.rollout import RolloutRequest, run_rollout
+    from toa_kernel.fleet.rollout import Rollout, RolloutRequest
     from toa_kernel.fleet.schedule import failure_budget
     from toa_kernel.verify.checks import select
 
@@ -859,7 +859,7 @@ def rollout(
     chosen, source = fleet_hosts(s, inventory, hosts)
     with locked_unless_dry(s, False, out):
         made, _fresh = make_bundle(s, out)
-        report = run_rollout(s, chosen, made, request, out, source)
+        report = Rollout(s, chosen, made, request, out, source).run()
     if json:
         out.emit_json(report.as_dict())
     else:

@@ -30,7 +30,7 @@ from toa_kernel.core.state import Workdir
 from toa_kernel.demo.sandbox import RUNNING, centos6_root
 from toa_kernel.fleet.bundle import make_bundle
 from toa_kernel.fleet.inventory import choose_hosts
-from toa_kernel.fleet.rollout import RolloutReport, RolloutRequest, run_rollout
+from toa_kernel.fleet.rollout import Rollout, RolloutReport, RolloutRequest
 
 HOOK = Path(__file__).with_name("fleet_hook.py")
 QUICK_CHECKS = "boot,hooks,module-installed"  # what a sandbox can show (no toa loads in it)
@@ -159,7 +159,7 @@ class FleetRig:
         chosen, source = choose_hosts(settings, self.inventory, hosts)
         bundle_settings = Settings.from_config(None, workdir=self.work, project_dir=PROJECT_DIR)
         made, _ = make_bundle(bundle_settings, Console(quiet=True))
-        return run_rollout(settings, chosen, made, RolloutRequest(**request), Console(quiet=True), source)
+        return Rollout(settings, chosen, made, RolloutRequest(**request), Console(quiet=True), source).run()
 
     def invoke(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> Any:
         """``invoke rollout ...`` (or another task) as a user runs it."""

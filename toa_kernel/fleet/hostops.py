@@ -9,13 +9,13 @@ reached over SSH works like a real server's ``/``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from toa_kernel.boot import grubconf
+from toa_kernel.boot.preflight import INITRAMFS_TO_KERNEL
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.layout import (
     BOOT_DIR,
@@ -27,15 +27,13 @@ from toa_kernel.core.layout import (
     PROC_OSRELEASE,
 )
 from toa_kernel.system.api import System
+from toa_kernel.verify.facts import dep_modules
 
 PROC_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SAVED_DEFAULT = "/boot/grub/default"
 STAGING = "/var/tmp/toa-kernel"
 SERVER_TOOLS = ("sha256sum", "tar", "gzip", "cp", "mv", "df", "uname")
 MiB = 1024 * 1024
-MARGIN_FACTOR = 1.25
-MARGIN_BYTES = 1 * MiB
-INITRAMFS_TO_KERNEL = 4  # a dracut initramfs of a 2.6.32 kernel is several times its bzImage
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # depmod lives in /sbin, which a plain login's PATH may lack.
 DEPMOD = 'command -v depmod >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin"; exec depmod "$@"'
@@ -134,10 +132,6 @@ class SpaceNeed:
     directory: str
     label: str
     size: int
-
-
-def with_margin(size: int) -> int:
-    return math.ceil(size * MARGIN_FACTOR) + MARGIN_BYTES
 
 
 def space_problems(system: System, needs: list[SpaceNeed]) -> list[ToaError]:
@@ -239,10 +233,4 @@ def run_depmod(system: System, release: str, system_map: str) -> None:
 
 def dep_lists_toa(system: System, release: str) -> bool:
     text = system.read_text(f"{modules_dir(release)}/modules.dep")
-    if text is None:
-        return False
-    return any(
-        line.partition(":")[0].strip().rsplit("/", 1)[-1] == "toa.ko"
-        for line in text.splitlines()
-        if ":" in line
-    )
+    return text is not None and "toa.ko" in dep_modules(text)

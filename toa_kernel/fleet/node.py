@@ -42,6 +42,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from toa_kernel.boot.grubstep import boot_entry_policy, kernel_args
+from toa_kernel.boot.preflight import with_margin
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF, INSTALLKERNEL
@@ -248,11 +249,9 @@ class Node:
         modules = bundle.bytes_under(bundle.modules_dir)
         staging = bundle.size + sum(int(info.get("size") or 0) for info in bundle.files.values())
         return [
-            hostops.SpaceNeed(BOOT_DIR, BOOT_DIR, hostops.with_margin(boot)),
-            hostops.SpaceNeed(
-                hostops.modules_dir(bundle.release), "/lib/modules", hostops.with_margin(modules)
-            ),
-            hostops.SpaceNeed(hostops.STAGING, hostops.STAGING, hostops.with_margin(staging)),
+            hostops.SpaceNeed(BOOT_DIR, BOOT_DIR, with_margin(boot)),
+            hostops.SpaceNeed(hostops.modules_dir(bundle.release), "/lib/modules", with_margin(modules)),
+            hostops.SpaceNeed(hostops.STAGING, hostops.STAGING, with_margin(staging)),
         ]
 
     # --- install --------------------------------------------------------------------------

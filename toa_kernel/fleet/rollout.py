@@ -32,7 +32,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import ToaError
@@ -568,19 +568,3 @@ def report_release(node: Node) -> str | None:
         return node.running_release()
     except ToaError:
         return None
-
-
-def run_rollout(
-    settings: Settings,
-    hosts: list[Host],
-    bundle: Bundle,
-    request: RolloutRequest,
-    console: Console,
-    source: str = "",
-    on_plan: Callable[[list[Batch]], None] | None = None,
-) -> RolloutReport:
-    """``invoke rollout`` without the task's printing."""
-    rollout = Rollout(settings, hosts, bundle, request, console, source)
-    if on_plan is not None:
-        on_plan(rollout.plan)
-    return rollout.run()
