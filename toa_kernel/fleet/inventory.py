@@ -338,7 +338,8 @@ def parse_file(path: Path) -> Parsed:
 
 def group_hosts(parsed: Parsed) -> dict[str, list[str]]:
     """Every group with its hosts (children included), in file order; unknown groups refused."""
-    known = set(parsed.members) | set(parsed.children) | set(parsed.group_vars) | set(parsed.seen_groups)
+    # in the order the file names them, so that every message is the same from run to run
+    known = list(dict.fromkeys([*parsed.seen_groups, *parsed.members, *parsed.children, *parsed.group_vars]))
     for group, kids in parsed.children.items():
         for child, where in kids:
             if child not in known or child == "all":
