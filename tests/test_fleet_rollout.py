@@ -113,7 +113,11 @@ def test_rollback_failed_puts_the_node_back_on_its_old_kernel(rig):
     original = rig.grub_conf("node3")
     rig.lost = {"node3": [f"/boot/vmlinuz-{rig.release}"]}
     rig.rollout(canary=1, wave=2)
-    report = rig.rollout(canary=1, wave=2, rollback_failed=True, max_failures="1")
+    stopped = rig.rollout(canary=1, wave=2, rollback_failed=True)  # the budget (0) is spent: no wave 2
+    assert {row.name: row.status for row in stopped.rows}["node3"] == st.ROLLED_BACK
+    assert stopped.verdict == "stopped" and rig.installkernel_calls("node4") == 0
+    assert [b["batch"] for b in stopped.batches] == ["rollback"]
+    report = rig.rollout(canary=1, wave=2, max_failures="1")
     rows = {row.name: row for row in report.rows}
     assert rows["node3"].status == st.ROLLED_BACK and rows["node3"].verdict == "rolled back (verify failed)"
     assert rig.grub_conf("node3") == original

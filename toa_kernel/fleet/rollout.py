@@ -42,7 +42,7 @@ from toa_kernel.fleet.bundle import Bundle
 from toa_kernel.fleet.inventory import Host
 from toa_kernel.fleet.node import Interrupted, Node
 from toa_kernel.fleet.report import HostRow, LiveStatus
-from toa_kernel.fleet.schedule import Batch, Budget, batches, failure_budget
+from toa_kernel.fleet.schedule import Budget, batches, failure_budget
 from toa_kernel.fleet.state import HostState, RebootRecord, RolloutDir
 from toa_kernel.verify.checks import Expectation, Status
 from toa_kernel.verify.run import REQUIRED_KERNEL_ARGS, Report
@@ -301,6 +301,10 @@ class Rollout:
                     node.close()
 
     def run_batches(self) -> None:
+        failed = [n for n in self.order if n not in self.excluded and self.wants_rollback(self.states[n])]
+        if failed:  # put back what failed before going forward (the budget does not stop a rollback)
+            self.report.batches.append({"batch": "rollback", "hosts": failed, "ran": failed})
+            self.run_batch("rollback of failed hosts", failed)
         for batch in self.plan:
             if self.budget.exceeded(self.failures()):
                 self.stop(
@@ -311,7 +315,7 @@ class Rollout:
             runnable = [n for n in batch.hosts if n not in self.excluded and self.needs_work(n)]
             self.report.batches.append({"batch": batch.label, "hosts": list(batch.hosts), "ran": runnable})
             if runnable:
-                self.run_batch(batch, runnable)
+                self.run_batch(batch.label, runnable)
             if batch.kind == "canary" and any(self.states[n].status != st.VERIFIED for n in runnable):
                 self.stop("the canary failed: no other host was touched")
                 return
@@ -323,10 +327,10 @@ class Rollout:
         self.report.stopped = why
         self.say(f"rollout: stopped: {why}")
 
-    def run_batch(self, batch: Batch, names: list[str]) -> None:
-        """The batch's hosts in parallel. Ctrl-C: each finishes the step it is in (a wait for a
-        reboot ends at once), its state is kept, and a rerun goes on from there."""
-        self.say(f"rollout: {batch.label}: {', '.join(names)}")
+    def run_batch(self, label: str, names: list[str]) -> None:
+        """Hosts in parallel. Ctrl-C: each finishes the step it is in (a wait for a reboot ends
+        at once), its state is kept, and a rerun goes on from there."""
+        self.say(f"rollout: {label}: {', '.join(names)}")
         pool = ThreadPoolExecutor(max_workers=len(names))
         futures = [pool.submit(self.run_host, name) for name in names]
         try:
