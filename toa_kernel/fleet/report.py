@@ -29,6 +29,7 @@ class LiveStatus:
         self.started = time.monotonic()
         self.tty = not console.quiet and not console.json_mode and sys.stderr.isatty()
         self.bars: dict[str, tqdm] = {}
+        self.last: dict[str, tuple[str, str]] = {}
         if self.tty:
             for position, name in enumerate(names):
                 self.bars[name] = tqdm(
@@ -43,6 +44,9 @@ class LiveStatus:
 
     def update(self, name: str, status: str, detail: str = "") -> None:
         with self.lock:
+            if self.last.get(name) == (status, detail):
+                return  # said already
+            self.last[name] = (status, detail)
             if name in self.bars:
                 self.bars[name].set_description_str(self.line(name, status, detail))
             elif not self.console.quiet:
