@@ -909,6 +909,194 @@ def rollback_module(
     out.summary(title, [("changes", len(done) or "none")])
 
 
+# === bundle, rollout, fleet-verify ============================================
+
+INVENTORY_HELP = (
+    "the inventory file (INI, like Ansible's; see the README's 'many servers'; default: toa.inventory)"
+)
+HOSTS_HELP = (
+    "hosts and groups of the inventory to act on, comma-separated, in this order (default: all); without "
+    "an inventory: the servers themselves, [USER@]HOST[:PORT],..."
+)
+ACCEPT_NEW_HELP = (
+    "record the host key of a host never seen before in toa.ssh_known_hosts (trust on first use); "
+    "a changed key is always refused"
+)
+FLEET_CHECKS_HELP = (
+    "verify's check sets or checks, comma-separated (default: kernel, all of them); e.g. boot,hooks"
+)
+
+
+def fleet_hosts(s: Settings, inventory: str | None, hosts: str | None) -> tuple[list[Any], str]:
+    """The hosts of a fleet task: ``--inventory`` (or toa.inventory) and ``--hosts``."""
+    from toa_kernel.fleet.inventory import choose_hosts
+
+    path = input_path(inventory or s.inventory or None, "--inventory" if inventory else "toa.inventory")
+    return choose_hosts(s, path, hosts)
+
+
+@task(
+    help={
+        "force": "pack again even when the recorded build has a bundle (a new bundle means a new rollout)",
+        "workdir": WORKDIR_HELP + "; the bundle goes to WORKDIR/bundles/BUILD_ID/",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def bundle(
+    c: Context, force: bool = False, workdir: str | None = None, json: bool = False, quiet: bool = False
+) -> None:
+    """Pack the recorded build with Kbuild's 'make targz-pkg' into a bundle for 'invoke rollout'."""
+    from toa_kernel.fleet.bundle import make_bundle
+
+    s = settings(c, workdir=workdir)
+    out = console(quiet, json)
+    with locked_unless_dry(s, False, out):
+        made, fresh = make_bundle(s, out, force=force)
+    if json:
+        out.emit_json(made.summary())
+        return
+    out.summary(
+        f"bundle: {'made' if fresh else 'already made'} ({made.release})",
+        [
+            ("sha256", made.sha256),
+            ("tarball", made.tarball),
+            ("size", f"{made.size} bytes, {len(made.files)} files"),
+            ("arch", made.arch),
+            ("build", made.build_id),
+            ("record", made.record),
+        ],
+    )
+
+
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "hosts": HOSTS_HELP,
+        "canary": "hosts done first, through install, reboot and verify (default 1; 0: none); "
+        "any failure there stops the rollout",
+        "wave": "hosts done at once, in parallel, after the canary (default 5)",
+        "max_failures": "failed hosts tolerated before the rollout stops: a number (default 0) or a "
+        "percentage of the hosts selected (10%%); the batches after the one that went past it are untouched",
+        "checks": FLEET_CHECKS_HELP,
+        "rollback_failed": "put a host that fails back: rollback (grub.conf and hooks as before), reboot, "
+        "and check that it runs its old kernel again",
+        "skip_failed_preflight": "leave out the hosts that fail preflight instead of refusing the whole "
+        "rollout",
+        "retry_failed": "run the hosts that failed in an earlier run again (from the step that failed)",
+        "boot_timeout": "seconds a host may take to come back with a new boot id (default: toa.boot_timeout)",
+        "accept_new_host_key": ACCEPT_NEW_HELP,
+        "workdir": WORKDIR_HELP + "; the rollout's state goes to WORKDIR/fleet/BUNDLE/",
+        "dry_run": "run the preflight on every host and print the batches; change nothing "
+        "(also: invoke --dry)",
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def rollout(
+    c: Context,
+    inventory: str | None = None,
+    hosts: str | None = None,
+    canary: str = "1",
+    wave: str = "5",
+    max_failures: str = "0",
+    checks: str | None = None,
+    rollback_failed: bool = False,
+    skip_failed_preflight: bool = False,
+    retry_failed: bool = False,
+    boot_timeout: str | None = None,
+    accept_new_host_key: bool = False,
+    workdir: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Install the bundle on many servers: preflight all, a canary, then waves; reboot, verify, resume."""
+    from toa_kernel.fleet.bundle import make_bundle
+    from toa_kernel.fleet.report import print_table
+    from toa_kernel.fleet.rollout import Rollout, RolloutRequest
+    from toa_kernel.fleet.schedule import failure_budget
+    from toa_kernel.verify.checks import select
+
+    s = settings(
+        c,
+        workdir=workdir,
+        boot_timeout=boot_timeout,
+        ssh_accept_new_host_key=True if accept_new_host_key else None,
+    )
+    out = console(quiet, json)
+    request = RolloutRequest(
+        canary=parse_int(canary, "--canary", 0, 10**6, "use a number of hosts, 0 or more (default 1)"),
+        wave=parse_int(wave, "--wave", 1, 10**6, "use a number of hosts, 1 or more (default 5)"),
+        max_failures=failure_budget(max_failures, 1).text,
+        checks=checks,
+        rollback_failed=rollback_failed,
+        skip_failed_preflight=skip_failed_preflight,
+        retry_failed=retry_failed,
+        dry_run=is_dry(c, dry_run),
+    )
+    if checks is not None:
+        select(checks)
+    chosen, source = fleet_hosts(s, inventory, hosts)
+    with locked_unless_dry(s, False, out):
+        made, _fresh = make_bundle(s, out)
+        report = Rollout(s, chosen, made, request, out, source).run()
+    if json:
+        out.emit_json(report.as_dict())
+    else:
+        print_table(report.rows, out.out)
+        out.summary(f"rollout: {report.verdict}", report.summary_rows())
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
+
+
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "hosts": HOSTS_HELP,
+        "release": "the TOA release every host should run (default: the bundle's, else the recorded build's)",
+        "checks": FLEET_CHECKS_HELP,
+        "accept_new_host_key": ACCEPT_NEW_HELP,
+        "workdir": WORKDIR_HELP,
+        "json": JSON_HELP,
+        "quiet": QUIET_HELP,
+    }
+)
+@reports_errors
+def fleet_verify(
+    c: Context,
+    inventory: str | None = None,
+    hosts: str | None = None,
+    release: str | None = None,
+    checks: str | None = None,
+    accept_new_host_key: bool = False,
+    workdir: str | None = None,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Verify every host of the fleet in parallel: one table; exit code 0 only when all pass."""
+    from toa_kernel.fleet.fleetverify import fleet_expectation, verify_fleet
+    from toa_kernel.verify.checks import select
+
+    s = settings(c, workdir=workdir, ssh_accept_new_host_key=True if accept_new_host_key else None)
+    out = console(quiet, json)
+    if checks is not None:
+        select(checks)
+    chosen, source = fleet_hosts(s, inventory, hosts)
+    expect = fleet_expectation(s, release_flag(release))
+    report = verify_fleet(s, chosen, expect, checks, out, source)
+    if json:
+        out.emit_json(report.as_dict())
+    else:
+        for line in report.table():
+            print(line, file=out.out, flush=True)
+        out.summary(f"fleet-verify: {'PASS' if report.ok else 'FAIL'}", report.summary_rows())
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
+
+
 # === demo ====================================================================
 
 

@@ -9,7 +9,7 @@ import toa_kernel
 
 PACKAGE = Path(toa_kernel.__file__).parent
 # Pipeline order: each stage may import itself and the stages before it.
-STAGES = ["core", "system", "source", "kernel", "boot", "module", "verify", "lab", "demo"]
+STAGES = ["core", "system", "source", "kernel", "boot", "module", "verify", "lab", "fleet", "demo"]
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -33,6 +33,9 @@ TASKS = (
     "build-module",
     "install-module",
     "rollback-module",
+    "bundle",
+    "rollout",
+    "fleet-verify",
     "demo",
 )
 
@@ -49,6 +52,9 @@ SAFE_ARGS = {
     "build-module": ["--dry-run", "--release", "5.10.0-1-amd64", "--workdir", "{work}", "--root", "{root}"],
     "install-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
     "rollback-module": ["--dry-run", "--workdir", "{work}", "--root", "{root}"],
+    "bundle": ["--workdir", "{work}"],
+    "rollout": ["--dry-run", "--workdir", "{work}", "--hosts", "root@127.0.0.1:1"],
+    "fleet-verify": ["--workdir", "{work}", "--hosts", "root@127.0.0.1:1"],
     "demo": ["--no-lab", "--workdir", "{work}"],
 }
 
@@ -90,6 +96,10 @@ BAD_SETTINGS = {
     "ssh_connect_timeout": "nan",
     "ssh_legacy": "2",
     "trial_panic": "0",
+    "inventory": "hosts\u0007.ini",
+    "reboot_command": "reboot 'now",
+    "reboot_hook": 'lab "reboot',
+    "boot_timeout": "-1",
 }
 NOT_CONFIGURABLE = {"project_dir"}  # set by tasks.py to the project's directory
 
@@ -225,6 +235,24 @@ BAD_FLAGS = {
         "--workdir": "{file}",
     },
     "rollback-module": {"--root": "{file}", "--workdir": "{file}"},
+    "bundle": {"--workdir": "{file}"},
+    "rollout": {
+        "--inventory": "{root}",
+        "--hosts": "root@web1:99999",
+        "--canary": "-1",
+        "--wave": "0",
+        "--max-failures": "150%",
+        "--checks": "nosuch",
+        "--boot-timeout": "nan",
+        "--workdir": "{file}",
+    },
+    "fleet-verify": {
+        "--inventory": "{file}x",
+        "--hosts": "a@b@c",
+        "--release": "a b",
+        "--checks": "nosuch",
+        "--workdir": "{file}",
+    },
     "demo": {"--workdir": "{file}"},
 }
 # The SSH flags of every task that acts on a system (and of build, for its build host).

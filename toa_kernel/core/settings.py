@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -103,6 +104,12 @@ class Settings:
     ssh_legacy: bool = False
     # invoke build --host: the machine that compiles the prepared tree, over SSH (empty: here).
     build_host: str = ""
+    # Fleet rollouts: the inventory file, how a host is rebooted (a command run on it,
+    # or a hook run here instead), and how long a host may take to come back.
+    inventory: str = ""
+    reboot_command: str = "reboot"
+    reboot_hook: str = ""
+    boot_timeout: float = 900.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, **overrides: Any) -> Settings:
@@ -558,6 +565,19 @@ def ssh_port_value(value: Any, name: str) -> int:
     return whole(0, 65535, "use a TCP port from 1 to 65535 (0 or empty: the host's, else 22)")(value, name)
 
 
+def command_value(value: Any, name: str, required: bool = True) -> str:
+    """A command line (words split like a shell's, no shell syntax needed)."""
+    should = "give a command and its arguments, e.g. 'reboot' or 'shutdown -r now'"
+    text = text_value(value, name, should)
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise SettingError(name, value, f"cannot be split into words ({exc})", should) from None
+    if required and not words:
+        raise SettingError(name, value, "is empty", should)
+    return text
+
+
 CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "url": url_value,
     "sha256": sha256_value,
@@ -598,4 +618,8 @@ CHECKERS: dict[str, Callable[[Any, str], Any]] = {
     "ssh_connect_timeout": decimal(0, 3600, "use a number of seconds above 0, at most 3600, e.g. 10"),
     "ssh_legacy": flag,
     "trial_panic": whole(1, 3600, "use the seconds a panicking trial kernel waits to reboot, 1..3600"),
+    "inventory": lambda value, name: text_value(value, name, "give the path of the inventory file"),
+    "reboot_command": command_value,
+    "reboot_hook": lambda value, name: command_value(value, name, required=False),
+    "boot_timeout": decimal(0, 86400, "use the seconds a host may take to come back, above 0, e.g. 900"),
 }

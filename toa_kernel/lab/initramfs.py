@@ -2,7 +2,8 @@
 
 One initramfs per release: its ``/init`` prints ``TOA-LAB release=RELEASE`` (the
 release of the entry whose initramfs GRUB loaded: the real kernel in the image
-has its own, different release), ``uname -r`` and ``/proc/cmdline``, then
+has its own, different release), ``uname -r``, ``/proc/cmdline`` and the boot's
+``/proc/sys/kernel/random/boot_id`` (``bootid=``, new on every boot), then
 ``TOA-LAB end`` and ``poweroff -f``. Packed with ``busybox cpio -o -H newc`` and
 gzip, as dracut's images are.
 """
@@ -26,6 +27,7 @@ INIT_TEMPLATE = """#!/bin/busybox sh
 echo "{mark} release="{release}
 echo "{mark} uname=$(/bin/busybox uname -r)"
 echo "{mark} cmdline=$(/bin/busybox cat /proc/cmdline)"
+echo "{mark} bootid=$(/bin/busybox cat /proc/sys/kernel/random/boot_id)"
 echo "{mark} end"
 /bin/busybox sync
 /bin/busybox poweroff -f

@@ -108,9 +108,11 @@ class LabDisk:
         kernel: Path,
         *,
         as_is: Iterable[str] = (),
+        omit: Iterable[str] = (),
         timeout: float = 120.0,
     ) -> LabDisk:
-        """Stage ``root``'s /boot (``as_is``: initramfs kept unbootable) and write the image once."""
+        """Stage ``root``'s /boot (``as_is``: initramfs kept unbootable; ``omit``: files left out
+        of the image, as a disk that lost them) and write the image once."""
         require_lab_tools()
         conf_text = read_grub_conf(root)
         conf = read_boot_conf(conf_text)
@@ -119,7 +121,7 @@ class LabDisk:
         with tempfile.TemporaryDirectory(prefix="lab-", dir=base) as scratch:
             staged = stage_boot(
                 root, Path(scratch) / "stage", conf, conf_text, kernel, scratch=Path(scratch),
-                kernel_args=MULTIBOOT_KERNEL_ARGS, as_is=as_is,
+                kernel_args=MULTIBOOT_KERNEL_ARGS, as_is=as_is, omit=omit,
             )  # fmt: skip
             offset = make_image(staged.stage, image, staged.partition)
             install_grub(image, staged.partition, Path(scratch), base / "grub-setup.log")
