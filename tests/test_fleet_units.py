@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from toa_kernel.boot.preflight import SpaceNeed, free_space
 from toa_kernel.core.errors import EnvironmentFailure, UserError
 from toa_kernel.fleet import hostops
 from toa_kernel.fleet import state as st
@@ -65,14 +66,14 @@ def sandbox(tmp_path: Path) -> LocalSystem:
     return LocalSystem(Root.of(tmp_path))
 
 
-def test_free_space_needs_on_one_filesystem_are_added_together(tmp_path):
+def test_free_space_needs_of_a_node_on_one_filesystem_are_added_together(tmp_path):
     system = sandbox(tmp_path)
-    free = hostops.mounts(system, ["/boot"])["/boot"].available
+    free = system.free_bytes("/boot")
     part = free * 6 // 10  # one fits, two do not (with room for what other processes write meanwhile)
-    alone = [hostops.SpaceNeed("/boot", "/boot", part)]
-    assert hostops.space_problems(system, alone) == []
-    both = [*alone, hostops.SpaceNeed("/lib/modules/2.6.32-toa", "/lib/modules", part)]
-    problems = hostops.space_problems(system, both)
+    alone = [SpaceNeed("/boot", "/boot", part)]
+    assert free_space(system, alone) == []
+    both = [*alone, SpaceNeed("/lib/modules/2.6.32-toa", "/lib/modules", part)]
+    problems = free_space(system, both)
     assert len(problems) == 1 and "/boot and /lib/modules" in problems[0].message
     assert isinstance(problems[0], EnvironmentFailure)
 

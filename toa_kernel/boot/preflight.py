@@ -256,22 +256,26 @@ def free_space(system: System, needs: Iterable[SpaceNeed]) -> list[ToaError]:
     """Enough free space for every need, needs on one filesystem added together."""
     by_device: dict[int, list[SpaceNeed]] = {}
     free: dict[int, int] = {}
+    anchors: dict[int, str] = {}
     for need in needs:
         anchor = existing_ancestor(system, need.directory)
         found = system.stat(anchor)
         device = found.device if found is not None else 0
         by_device.setdefault(device, []).append(need)
         free[device] = system.free_bytes(anchor)
+        anchors.setdefault(device, anchor)
     problems: list[ToaError] = []
     for device, group in by_device.items():
         wanted = sum(need.size for need in group)
         if wanted > free[device]:
             where = " and ".join(need.label for need in group)
+            place = system.host_path(anchors[device])
             problems.append(
                 EnvironmentFailure(
-                    f"not enough free space for {where} on {system.label}: need about {wanted / MiB:.1f} MiB "
-                    f"(estimated from the build, with margin), {free[device] / MiB:.1f} MiB free",
-                    f"free space in {system.host_path(group[0].directory)} (remove old kernels: "
+                    f"not enough free space for {where} on {system.label} (the filesystem of {place}): "
+                    f"need about {wanted / MiB:.1f} MiB (estimated, with margin), "
+                    f"{free[device] / MiB:.1f} MiB free",
+                    f"free space in {place} (remove old kernels: "
                     "package-cleanup --oldkernels --count=2) and run again",
                 )
             )

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from toa_kernel.boot import grubconf
 from toa_kernel.boot.preflight import INITRAMFS_TO_KERNEL
@@ -33,7 +31,6 @@ PROC_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SAVED_DEFAULT = "/boot/grub/default"
 STAGING = "/var/tmp/toa-kernel"
 SERVER_TOOLS = ("sha256sum", "tar", "gzip", "cp", "mv", "df", "uname")
-MiB = 1024 * 1024
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # depmod lives in /sbin, which a plain login's PATH may lack.
 DEPMOD = 'command -v depmod >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin"; exec depmod "$@"'
@@ -91,73 +88,6 @@ def sha256_many(system: System, system_paths: list[str]) -> dict[str, str]:
         if name in hosts and SHA_RE.match(digest):
             found[hosts[name]] = digest
     return found
-
-
-def existing_ancestor(system: System, system_path: str) -> str:
-    path = PurePosixPath(system_path)
-    while str(path) != "/" and system.stat(str(path)) is None:
-        path = path.parent
-    return str(path)
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One filesystem as ``df -P`` shows it: where it is mounted, bytes available."""
-
-    mounted_on: str
-    available: int
-
-
-def mounts(system: System, system_paths: list[str]) -> dict[str, Mount]:
-    """The filesystem holding each (existing) path, in one ``df -Pk``."""
-    hosts = [system.host_path(p) for p in system_paths]
-    result = system.run(["df", "-Pk", *hosts], check=True)
-    lines = result.out.splitlines()[1:]
-    if len(lines) != len(hosts):
-        raise EnvironmentFailure(
-            f"df -Pk on {system.label} answered {len(lines)} lines for {len(hosts)} paths"
-        )
-    found = {}
-    for system_path, line in zip(system_paths, lines):
-        fields = line.split()
-        try:
-            found[system_path] = Mount(" ".join(fields[5:]), int(fields[3]) * 1024)
-        except (IndexError, ValueError) as exc:
-            raise EnvironmentFailure(f"cannot read df's line {line!r} on {system.label}") from exc
-    return found
-
-
-@dataclass(frozen=True)
-class SpaceNeed:
-    directory: str
-    label: str
-    size: int
-
-
-def space_problems(system: System, needs: list[SpaceNeed]) -> list[ToaError]:
-    """Enough room for every need; needs on one filesystem are added together."""
-    anchors = {need.directory: existing_ancestor(system, need.directory) for need in needs}
-    found = mounts(system, sorted(set(anchors.values())))
-    by_mount: dict[str, list[SpaceNeed]] = {}
-    free: dict[str, int] = {}
-    for need in needs:
-        mount = found[anchors[need.directory]]
-        by_mount.setdefault(mount.mounted_on, []).append(need)
-        free[mount.mounted_on] = mount.available
-    problems: list[ToaError] = []
-    for mounted_on, group in by_mount.items():
-        wanted = sum(need.size for need in group)
-        if wanted > free[mounted_on]:
-            where = " and ".join(need.label for need in group)
-            problems.append(
-                EnvironmentFailure(
-                    f"not enough free space for {where} on {mounted_on}: need about {wanted / MiB:.1f} MiB "
-                    f"(the bundle's files, with margin), {free[mounted_on] / MiB:.1f} MiB free",
-                    "free space there (remove old kernels: package-cleanup --oldkernels --count=2) "
-                    "and run again",
-                )
-            )
-    return problems
 
 
 def initramfs_estimate(system: System, vmlinuz_size: int) -> int:

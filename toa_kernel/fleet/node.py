@@ -42,7 +42,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from toa_kernel.boot.grubstep import boot_entry_policy, kernel_args
-from toa_kernel.boot.preflight import with_margin
+from toa_kernel.boot.preflight import SpaceNeed, free_space, with_margin
 from toa_kernel.core.console import Console
 from toa_kernel.core.errors import EnvironmentFailure, ToaError, UserError
 from toa_kernel.core.layout import BOOT_DIR, GRUB_CONF, INSTALLKERNEL
@@ -235,7 +235,7 @@ class Node:
         installkernel = hostops.installkernel_problem(system)
         if installkernel is not None:
             problems.append(installkernel)
-        problems += hostops.space_problems(system, self.space_needs(bundle))
+        problems += free_space(system, self.space_needs(bundle))
         return problems
 
     def space_needs(self, bundle: Bundle) -> list[hostops.SpaceNeed]:
@@ -249,9 +249,9 @@ class Node:
         modules = bundle.bytes_under(bundle.modules_dir)
         staging = bundle.size + sum(int(info.get("size") or 0) for info in bundle.files.values())
         return [
-            hostops.SpaceNeed(BOOT_DIR, BOOT_DIR, with_margin(boot)),
-            hostops.SpaceNeed(hostops.modules_dir(bundle.release), "/lib/modules", with_margin(modules)),
-            hostops.SpaceNeed(hostops.STAGING, hostops.STAGING, with_margin(staging)),
+            SpaceNeed(BOOT_DIR, BOOT_DIR, with_margin(boot)),
+            SpaceNeed(hostops.modules_dir(bundle.release), "/lib/modules", with_margin(modules)),
+            SpaceNeed(hostops.STAGING, hostops.STAGING, with_margin(staging)),
         ]
 
     # --- install --------------------------------------------------------------------------
