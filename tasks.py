@@ -749,6 +749,8 @@ RELEASE_HELP = "kernel release to build/install for, as 'uname -r' prints it (de
         "sha256": "expected sha256 of the module tarball; a mismatch stops the build",
         "nat64": "build the IPv6/NAT64 variant (branch IPv6)",
         "branch": "branch of the module repository (default: toa.module_branch, 'master')",
+        "option_code": "TCP option kind of TOA set in the module's toa.h and recorded in its modinfo "
+        "(default: toa.option_code, 254; other balancers use 200 or 252)",
         "install_deps": "install missing gcc, make and kernel development files with the package manager "
         "(of the --host server, when one is given)",
         "force": "download and build again even when an up-to-date build exists",
@@ -773,6 +775,7 @@ def build_module(
     sha256: str | None = None,
     nat64: bool = False,
     branch: str | None = None,
+    option_code: str | None = None,
     install_deps: bool = False,
     force: bool = False,
     workdir: str | None = None,
@@ -786,7 +789,7 @@ def build_module(
     from toa_kernel.module.steps import SourceRequest
     from toa_kernel.module.steps import build_module as run_build
 
-    s = settings(c, workdir=workdir, root=root, **(ssh or {}))
+    s = settings(c, workdir=workdir, root=root, option_code=option_code, **(ssh or {}))
     out = console(quiet, json)
     request = SourceRequest(
         src=input_path(src, "--src", "directory"),
@@ -806,12 +809,21 @@ def build_module(
     source = result.get("source")
     if isinstance(source, dict):
         source = source.get("src") or source.get("url")
-    rows = [("release", result.get("release")), ("source", source)]
+    rows = [("release", result.get("release")), ("source", source), ("option kind", option_kind(result))]
     if not dry:
         rows += [(key, result.get(key)) for key in ("ko", "vermagic", "log")]
         applied = [p["name"] for p in result.get("patches") or [] if p.get("applies")]
         rows.append(("patches", ", ".join(applied) or "none"))
     out.summary("build-module: dry run, nothing built" if dry else "build-module: done", rows)
+
+
+def option_kind(result: dict[str, Any]) -> str:
+    """``254``, ``200 (toa.h had 254)`` or, for a dry run, the kind the build would set."""
+    kind = result.get("option_code")
+    if not isinstance(kind, dict):
+        return str(kind)
+    before, after = kind.get("before"), kind.get("after")
+    return f"{after}" + (f" (toa.h had {before})" if before != after else "")
 
 
 @task(

@@ -10,6 +10,7 @@ not compile against 6.1 without them and does with them.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 import tarfile
@@ -49,7 +50,10 @@ OLD_HEADERS = {
     "\t\t\t\t      struct sk_buff *skb, struct request_sock *req,\n"
     "\t\t\t\t      struct dst_entry *dst);\n",
     "Module.symvers": "0x12345678\tkallsyms_lookup_name\tvmlinux\tEXPORT_SYMBOL_GPL\n",
+    "arch/x86/include/asm/tlbflush.h": "static inline void __flush_tlb_all(void)\n{\n"
+    "\tif (cpu_has_pge)\n\t\t__flush_tlb_global();\n\telse\n\t\t__flush_tlb();\n}\n",
 }
+ALWAYS = ["0005-write-protect-both-tables.patch", "0006-record-option-kind.patch"]
 
 
 def tree_of(base: Path, files: dict[str, str]) -> HeaderTree:
@@ -81,13 +85,14 @@ def applied(choices: list) -> list[str]:
 @pytest.mark.parametrize("branch", sorted(VERSIONS))
 def test_every_patch_says_what_it_does_and_when_it_is_needed(branch):
     patches = sorted(version_dir(branch).glob("*.patch"))
-    assert [p.name[:4] for p in patches] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [p.name[:4] for p in patches] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     for path in patches:
         patch = parse_patch_header(path)
         assert patch.subject and patch.subject != path.stem
         text = path.read_text()
         assert "--- a/toa.c\n+++ b/toa.c\n" in text
-        assert ("write-protect" in path.name) == (patch.requires == ())  # only the bug fix is unconditional
+        # only the record of the option kind is unconditional: the write-protect fix needs the TLB flush
+        assert ("record-option-kind" in path.name) == (patch.requires == ())
     assert len(parse_patch_header(version_dir(branch) / patches[0].name).requires) == (
         2 if branch == "IPv6" else 1  # inet_getname, and inet6_getname where the branch hooks it
     )
@@ -117,14 +122,15 @@ def test_debian_6_1_headers_call_for_every_patch(tmp_path, branch):
     assert headers.find("include/net/inet_common.h") is not None  # found in the -common tree
     version, choices = choose_patches(PATCHES, write_version(tmp_path / "src", VERSIONS[branch]), headers)
     assert version == VERSIONS[branch]
-    assert [c.applies for c in choices] == [True] * 5, [c.why for c in choices]
+    assert [c.applies for c in choices] == [True] * 6, [c.why for c in choices]
+    assert "tlbflush.h has" in choices[4].why  # 6.1 exports __flush_tlb_all, declared there
 
 
 @pytest.mark.parametrize("branch", sorted(VERSIONS))
-def test_older_headers_need_only_the_write_protect_fix(tmp_path, branch):
+def test_older_headers_need_only_the_write_protect_fix_and_the_option_record(tmp_path, branch):
     headers = tree_of(tmp_path / "headers", OLD_HEADERS)
     _, choices = choose_patches(PATCHES, write_version(tmp_path / "src", VERSIONS[branch]), headers)
-    assert applied(choices) == ["0005-write-protect-both-tables.patch"]
+    assert applied(choices) == ALWAYS
     assert "inet_common.h has" in choices[0].why and choices[0].why.endswith(": no")
 
 
@@ -151,14 +157,31 @@ def test_older_headers_need_only_the_write_protect_fix(tmp_path, branch):
 def test_one_changed_declaration_switches_its_patch_on(tmp_path, changed, text, patch):
     headers = tree_of(tmp_path / "headers", {**OLD_HEADERS, changed: text})
     _, choices = choose_patches(PATCHES, write_version(tmp_path / "src", "1.0.0.0"), headers)
-    assert [name[:4] for name in applied(choices)] == sorted({patch, "0005"})
+    assert [name[:4] for name in applied(choices)] == sorted({patch, "0005", "0006"})
 
 
 def test_a_missing_header_file_never_counts_as_needing_a_patch(tmp_path):
     headers = tree_of(tmp_path / "headers", {"include/linux/other.h": ""})
     _, choices = choose_patches(PATCHES, write_version(tmp_path / "src", "1.0.0.0"), headers)
-    assert applied(choices) == ["0005-write-protect-both-tables.patch"]
-    assert "Module.symvers is not in the headers" in choices[2].why
+    assert applied(choices) == ["0006-record-option-kind.patch"]
+    assert "arch/x86/include/asm/tlbflush.h is not in the headers" in choices[4].why
+
+
+FLUSH_CALL = re.compile(r"\b(toa_flush_tlb|flush_tlb_everywhere)\(\);")
+
+
+@pytest.mark.parametrize("branch", sorted(VERSIONS))
+def test_the_write_protect_fix_flushes_the_tlb_after_every_page_table_change(tmp_path, branch):
+    source = vendor_source(tmp_path, branch)
+    patch = version_dir(branch) / "0005-write-protect-both-tables.patch"
+    subprocess.run(["patch", "-s", "-p1", "--fuzz=0", "-d", str(source), "-i", str(patch)], check=True)
+    text = (source / "toa.c").read_text()
+    changes = [m.end() for m in re.finditer(r"pte->pte\s*(\|=|&=)", text)]
+    assert len(changes) >= 2  # made writable, made read-only again
+    for at in changes:  # a flush before the function returns
+        assert FLUSH_CALL.search(text[at : text.index("return", at)]), text[at - 200 : at + 200]
+    helper = text[text.index("__flush_tlb_all();") - 200 : text.index("on_each_cpu(") + 60]
+    assert "static void" in helper and "NULL, 1);" in helper  # every CPU, waiting for all
 
 
 def test_a_module_without_toa_version_gets_no_patches(tmp_path):
@@ -216,7 +239,7 @@ def test_build_module_applies_the_patches_and_records_them(tmp_path, branch, cap
     request = SourceRequest(tarball=real_input(f"elb-toa-{branch}.tar.gz"), nat64=branch == "IPv6")
     record = build_module(settings_for(tmp_path), request, Console(), release=HEADERS)
     assert record["vermagic"].split()[0] == HEADERS and record["module_version"] == VERSIONS[branch]
-    assert [p["applies"] for p in record["patches"]] == [True] * 5
+    assert [p["applies"] for p in record["patches"]] == [True] * 6
     assert all(len(p["sha256"]) == 64 and p["why"] for p in record["patches"])
     out = capsys.readouterr().out
     assert "build-module: apply 0001-inet-getname-returns-length.patch" in out

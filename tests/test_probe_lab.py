@@ -6,6 +6,7 @@ booted under QEMU, and sent real TCP packets with and without option 254.
   legacy boots: ``invoke lab --probe`` passes (a)-(d) and shows the [::] pitfall;
 - branch IPv6, kernel booted directly: (a)-(d) pass and its IPv6 hooks rewrite
   the v4-mapped connection too;
+- branch master built with ``--option-code 200``: kind 200 is honoured, 254 ignored;
 - a port that keeps ``retval == 0`` and the vendor's no-op write-protect restore:
   the probe catches both (case b fails, the kernel says the page stayed writable).
 """
@@ -40,7 +41,7 @@ pytestmark = [
     pytest.mark.skipif(not tools.lab_available(), reason="lab packages missing"),
     pytest.mark.skipif(HEADERS is None, reason="no linux-headers package installed"),
 ]
-WP_RESTORED = "TOA: write protection restored on inet_stream_ops and ipv4_specific"
+WP_RESTORED = "TOA: write protection restored on inet_stream_ops and ipv4_specific, TLB flushed"
 WP_NOT_RESTORED = "TOA: write protection NOT restored on inet_stream_ops and ipv4_specific"
 PROBE_SECONDS = 90  # measured 13-25 s per boot and probe on 2 shared cores
 
@@ -51,11 +52,12 @@ def lab_kernel() -> Path:
     return chosen_kernel(None, kernel_cache_dir(), say=lambda text: None, with_nic=True)
 
 
-def build(tmp_path: Path, branch: str, patches_dir: Path | None = None) -> dict:
+def build(tmp_path: Path, branch: str, patches_dir: Path | None = None, option_code: int = 254) -> dict:
     settings = Settings(
         workdir=tmp_path / f"work-{branch}",
         root=Path("/"),
         patches_dir=patches_dir or PROJECT_DIR / "patches",  # type: ignore[arg-type]
+        option_code=option_code,
     )
     request = SourceRequest(tarball=real_input(f"elb-toa-{branch}.tar.gz"), nat64=branch == "IPv6")
     return build_module(settings, request, Console(quiet=True), release=HEADERS)
@@ -87,7 +89,7 @@ def test_the_lab_kernel_and_the_build_headers_are_the_same_debian_kernel(lab_ker
 
 def test_invoke_lab_probe_passes_for_elb_toa_master_installed_by_install_module(tmp_path, lab_kernel):
     record = build(tmp_path, "master")
-    assert [p["applies"] for p in record["patches"]] == [True] * 5
+    assert [p["applies"] for p in record["patches"]] == [True] * 6
     root = root_with_nic(tmp_path, lab_kernel)
     settings = Settings(workdir=tmp_path / "work-master", root=root)  # type: ignore[arg-type]
     installed = install_module(settings, Console(quiet=True), release=HEADERS)
@@ -131,8 +133,32 @@ def test_the_ipv6_branch_passes_booted_directly_and_rewrites_v4_mapped_too(tmp_p
     assert result.target.boot == "direct" and result.target.ipv6_hooks
     assert cases["b"].seen == f"{CLIENT_IP}:{CLIENT_PORT}"
     assert cases["v4-mapped"].seen == f"[::ffff:{CLIENT_IP}]:{CLIENT_PORT}"
-    assert "TOA: write protection restored on inet6_stream_ops and ipv6_specific" in "\n".join(result.dmesg)
+    assert "TOA: write protection restored on inet6_stream_ops and ipv6_specific, TLB flushed" in "\n".join(
+        result.dmesg
+    )
     assert result.outcome.after.stats.counters["ip6_address_alloc"] == 1
+
+
+def test_elb_toa_built_with_option_code_200_honours_200_and_ignores_254(tmp_path, lab_kernel):
+    record = build(tmp_path, "master", option_code=200)
+    assert record["option_code"] == {"before": 254, "after": 200} and record["recorded_option_code"] == 200
+    root = root_with_nic(tmp_path, lab_kernel)
+    command = [
+        sys.executable, "-m", "invoke", "lab", "--probe", "--root", str(root),
+        "--workdir", str(tmp_path / "w"), "--kernel", str(lab_kernel), "--module", record["ko"],
+        "--option-code", "200", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    cases = by_name(result["cases"])
+    assert result["verdict"] == "PASS"
+    assert cases["b"]["title"] == "module loaded, kind 200"
+    assert cases["b"]["seen"] == f"{CLIENT_IP}:{CLIENT_PORT}"
+    assert cases["c"]["title"] == "module loaded, kind 254"
+    assert cases["c"]["seen"] == f"{BALANCER_IP}:{cases['c']['source_port']}"  # the vendor's kind is ignored
+    assert result["toa_stats_change"]["getname_toa_ok"] == 1
+    assert WP_RESTORED in "\n".join(result["dmesg"])
 
 
 def naive_patches(tmp_path: Path) -> Path:

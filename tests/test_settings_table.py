@@ -220,6 +220,7 @@ BAD_FLAGS = {
     "build-module": {
         "--release": "a b",
         "--branch": "x/../y",
+        "--option-code": "0x1g",
         "--sha256": "xyz",
         "--url": "ftp://x/{{branch}}.tgz",
         "--src": "{file}",

@@ -60,35 +60,36 @@ def read_option_code(text: str) -> int | None:
     return int(match.group("value"), 0) if match else None
 
 
-def set_option_code(text: str, code: int) -> str:
+def set_option_code(text: str, code: int, header: str = TOA_HEADER, fix: str = "") -> str:
     """``toa.h`` text with every ``#define TCPOPT_TOA`` set to ``code``, blanks kept."""
     if read_option_code(text) is None:
         raise UserError(
-            f"{TOA_HEADER} has no '#define TCPOPT_TOA <number>' line",
-            f"this is not the LVS real-server tree the build expects; {INSTALL_HINT}",
+            f"{header} has no '#define TCPOPT_TOA <number>' line",
+            fix or f"this is not the LVS real-server tree the build expects; {INSTALL_HINT}",
         )
     return OPTION_RE.sub(lambda m: f"{m.group('head')}{code}", text)
 
 
-def option_code_change(tree: Path, code: int) -> Change | None:
-    """The edit of ``toa.h`` that sets ``TCPOPT_TOA``; verified after writing."""
-    header = tree / TOA_HEADER
-    text = read_tree_file(tree, TOA_HEADER)
+def option_code_change(tree: Path, code: int, header: str = TOA_HEADER, fix: str = "") -> Change | None:
+    """The edit of ``header`` (``toa.h`` of ``tree``) that sets ``TCPOPT_TOA``; verified after writing.
+
+    ``fix`` replaces the kernel tree's advice in the errors (the module's source has its own)."""
+    text = read_tree_file(tree, header)
     old = read_option_code(text)
-    new_text = set_option_code(text, code)
-    change = file_edit(header, new_text, f"toa.h: TCPOPT_TOA {old} -> {code}", label=TOA_HEADER)
+    new_text = set_option_code(text, code, header, fix)
+    change = file_edit(tree / header, new_text, f"toa.h: TCPOPT_TOA {old} -> {code}", label=header)
     if change is not None:
-        change.action = verified(change.action, lambda: check_option_code(tree, code))
+        change.action = verified(change.action, lambda: check_option_code(tree, code, header, fix))
     return change
 
 
-def check_option_code(tree: Path, code: int) -> None:
-    """Fail unless ``toa.h`` now defines ``TCPOPT_TOA`` as ``code``."""
-    found = read_option_code(read_tree_file(tree, TOA_HEADER))
+def check_option_code(tree: Path, code: int, header: str = TOA_HEADER, fix: str = "") -> None:
+    """Fail unless ``header`` now defines ``TCPOPT_TOA`` as ``code``."""
+    found = read_option_code(read_tree_file(tree, header))
     if found != code:
         raise UserError(
-            f"{TOA_HEADER} says TCPOPT_TOA {found} after the edit, not {code}",
-            f"check the file by hand; {INSTALL_HINT}",
+            f"{header} says TCPOPT_TOA {found} after the edit, not {code}",
+            f"check the file by hand; {fix or INSTALL_HINT}",
         )
 
 

@@ -13,7 +13,7 @@ a version number::
 ``Requires: PATH has REGEX`` holds when a file of the kernel development tree
 (the build directory, its ``source``, or the tree its Makefile includes)
 matches; ``lacks`` when it exists and does not. All ``Requires`` lines of a
-patch must hold; a patch without one fixes a vendor bug and always applies.
+patch must hold; a patch without one (a change every build needs) always applies.
 The chosen patches go through the project's patch machinery (GNU patch, no
 fuzz, all or nothing) on the staged copy of the source.
 """
@@ -153,7 +153,7 @@ def holds(requirement: Requirement, headers: HeaderTree) -> tuple[bool, str]:
 
 def choose(patch: CompatPatch, headers: HeaderTree) -> PatchChoice:
     if not patch.requires:
-        return PatchChoice(patch, True, "always (a fix of the vendor's code)")
+        return PatchChoice(patch, True, "always (no Requires: line)")
     verdicts = [holds(requirement, headers) for requirement in patch.requires]
     applies = all(ok for ok, _ in verdicts)
     return PatchChoice(patch, applies, "; ".join(why for _, why in verdicts))

@@ -3,8 +3,9 @@
 ``build_module``: the module's source (a branch tarball of the vendor's
 repository, fetched and unpacked with the same code as the kernel source, or a
 local ``--src`` checkout) is copied into ``WORKDIR/builds/module-R/`` and built
-there with Kbuild against ``/lib/modules/R/build``, after the compatibility
-patches those headers call for (``compat``); the checked ``.ko`` is recorded,
+there with Kbuild against ``/lib/modules/R/build``, after the TCP option kind
+is set in its ``toa.h`` (``optioncode``) and the compatibility patches those headers
+call for are applied (``compat``); the checked ``.ko`` is recorded,
 with the patches applied, in the manifest (section ``module``, key ``builds``).
 ``install_module`` installs a recorded build (``modinstall``);
 ``rollback_module`` undoes it (``modrollback``).
@@ -17,6 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from toa_kernel.module.install import (
     running_release,
     stale_load_warning,
 )
+from toa_kernel.module.optioncode import built_kind, check_built_kind, preview_change, set_option_code
 from toa_kernel.module.rollback import rollback_module as undo_install
 from toa_kernel.source import archive
 from toa_kernel.source.download import Downloader, file_name_of, sha256_of
@@ -196,9 +199,7 @@ def fetch_source(
     A tarball downloaded before from the same URL is reused (its sha256 checked
     against the record and the pin); ``--tarball`` is always copied afresh.
     """
-    branch = request.chosen_branch(settings)
-    url = request.tarball.resolve().as_uri() if request.tarball else request.chosen_url(settings)
-    dest = workdir.downloads / f"module-{branch_file_part(branch)}-{file_name_of(url, 'module.tar.gz')}"
+    branch, url, dest = download_target(settings, workdir, request)
     digest = reusable_download(workdir, url, dest, request.sha256) if not (force or request.tarball) else None
     if digest is None:
         console.say(f"build-module: fetching {url}")
@@ -222,6 +223,14 @@ def fetch_source(
         remove_tree(dest)
         raise type(exc)(f"{dest.name}: {exc.message}; the file was removed", exc.fix) from None
     return unpacked.tree, origin
+
+
+def download_target(settings: Settings, workdir: Workdir, request: SourceRequest) -> tuple[str, str, Path]:
+    """The branch, the URL and the file in the work directory the tarball is downloaded to."""
+    branch = request.chosen_branch(settings)
+    url = request.tarball.resolve().as_uri() if request.tarball else request.chosen_url(settings)
+    name = f"module-{branch_file_part(branch)}-{file_name_of(url, 'module.tar.gz')}"
+    return branch, url, workdir.downloads / name
 
 
 def reusable_download(workdir: Workdir, url: str, dest: Path, pin: str) -> str | None:
@@ -309,6 +318,7 @@ def build_module(
         source, origin = fetch_source(settings, workdir, request, console, force)
     build_dir = workdir.builds / f"module-{release}"
     staged = stage_source(source, build_dir)
+    option_code = set_option_code(staged, settings.option_code, console)
     assert facts.kdir is not None
     version, choices = choose_patches(settings.input_dir("patches"), staged, builder.headers())
     digest = build_digest(tree_digest(staged), choices)
@@ -321,6 +331,7 @@ def build_module(
     log_path = workdir.logs / f"module-{release}.log"
     infos = builder.compile(staged, log_path, settings.jobs, console)
     module = primary_module(infos)
+    check_built_kind(module, settings.option_code)
     ko = build_dir / module.path.name
     try:
         shutil.copy2(module.path, ko)
@@ -335,6 +346,8 @@ def build_module(
         "source": origin,
         "source_digest": digest,
         "module_version": version,
+        "option_code": option_code,
+        "recorded_option_code": built_kind(module),
         "patches": [choice.as_dict() for choice in choices],
         "distro": distro.label,
         "build_host": builder.describe(),
@@ -406,10 +419,35 @@ def dry_build(
         source = str(request.tarball) if request.tarball else request.chosen_url(settings)
         plan.add(Change(f"fetch and unpack {source} into {workdir.src}", lambda: None))
     moddir = workdir.builds / f"module-{facts.release}" / "src"
+    plan.add(Change(f"copy the module source into {moddir}", lambda: None))
+    plan.add(option_code_preview(settings, request, workdir))
     command = kbuild_command(facts.kdir or facts.build_link, moddir, settings.effective_jobs)
-    plan.add(Change(f"copy the module source into {moddir} and build it", lambda: None, command=command))
+    plan.add(Change("build it", lambda: None, command=command))
     plan.apply(True, echo=console.say)
-    return {"release": facts.release, "source": source, "dry_run": True}
+    return {"release": facts.release, "source": source, "option_code": settings.option_code, "dry_run": True}
+
+
+def option_code_preview(settings: Settings, request: SourceRequest, workdir: Workdir) -> Change:
+    """The edit of toa.h a build would make, as a diff when the source is on this machine.
+
+    A tarball (``--tarball``, or the one an earlier run downloaded) is unpacked into a
+    temporary directory that is removed again; a URL not yet downloaded is not fetched."""
+    code = settings.option_code
+    if request.src:
+        return preview_change(find_module_source(Path(request.src)), code)
+    tarball: Path | None = request.tarball
+    if tarball is None:
+        _, url, dest = download_target(settings, workdir, request)
+        tarball = dest if reusable_download(workdir, url, dest, request.sha256) else None
+    if tarball is None:
+        return Change(
+            f"set TCPOPT_TOA to {code} in toa.h of the downloaded source "
+            "(the diff needs the source here: pass --tarball, or run without --dry-run)",
+            lambda: None,
+        )
+    with tempfile.TemporaryDirectory(prefix="toa-dry-") as temp:
+        unpacked = archive.unpack(tarball, Path(temp), Console(quiet=True))
+        return preview_change(find_module_source(unpacked.tree), code)
 
 
 def reusable(record: dict[str, Any], release: str) -> bool:

@@ -64,6 +64,7 @@ class Expectation:
     release_source: str = ""
     extraversion: str = "-toa"
     kernel_args: tuple[str, ...] = ("nohz=off",)
+    option_code: int = 254  # the TCP option kind the balancer sends (toa.option_code)
 
 
 Judge = Callable[[Facts, Expectation], Result]

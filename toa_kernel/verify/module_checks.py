@@ -24,6 +24,7 @@ from toa_kernel.module.boot import boot_files, boot_style, has_systemd
 from toa_kernel.module.build import kernel_version
 from toa_kernel.module.distro import detect_distro
 from toa_kernel.module.install import in_modules_dep, module_dest, module_info_of
+from toa_kernel.module.optioncode import MODINFO_KEY, built_kind
 from toa_kernel.system.api import System
 from toa_kernel.verify.checks import (
     REGISTRY,
@@ -51,6 +52,7 @@ class ModuleModeFacts:
     name: str = MODULE_NAME
     path: str | None = None  # system path of extra/NAME.ko for the release, when present
     vermagic: str | None = None
+    option_kind: int | None = None  # the TCP option kind its modinfo records (tcpopt_toa)
     problem: str = ""  # the file is there but is not a usable module
     indexed: bool | None = None  # modules.dep lists it (None: no modules.dep)
     other_releases: list[str] = field(default_factory=list)  # releases that do have extra/NAME.ko
@@ -88,7 +90,8 @@ def gather_module_mode(system: System, release: str | None, name: str = MODULE_N
         if is_file(system, system_path):
             facts.path = system_path
             try:
-                facts.vermagic = module_info_of(system, system_path).vermagic.strip()
+                info = module_info_of(system, system_path)
+                facts.vermagic, facts.option_kind = info.vermagic.strip(), built_kind(info)
             except UserError as exc:
                 facts.problem = exc.message
     facts.style = boot_style(detect_distro(system), has_systemd(system))
@@ -109,8 +112,10 @@ def applies(facts: Facts, mode: ModuleModeFacts) -> bool:
 # --- judges -------------------------------------------------------------------------
 
 
-def check_build_fits(mode: ModuleModeFacts) -> Result:
-    """extra/toa.ko exists for the running release and its vermagic says so."""
+def check_build_fits(mode: ModuleModeFacts, option_code: int = 254) -> Result:
+    """extra/toa.ko exists for the running release and its vermagic says so; the TCP option
+    kind its modinfo records (build-module writes it) is reported, and warned about when it is
+    not ``toa.option_code``."""
     if not mode.release:
         return not_known("the running release is not known")
     where = f"{MODULES_DIR}/{mode.release}/extra/{mode.name}.ko"
@@ -131,7 +136,16 @@ def check_build_fits(mode: ModuleModeFacts) -> Result:
             "the kernel refuses it",
             REBUILD,
         )
-    return passed(f"{where}, vermagic {mode.vermagic}")
+    if mode.option_kind is None:
+        return passed(f"{where}, vermagic {mode.vermagic}, TCP option kind not recorded ({MODINFO_KEY})")
+    if mode.option_kind != option_code:
+        return warned(
+            f"{where} honours TCP option kind {mode.option_kind}, toa.option_code says {option_code}: "
+            "the module ignores the option a balancer configured that way sends",
+            f"build with the balancer's kind: 'invoke build-module install-module --option-code N' "
+            f"(or set toa.option_code to {mode.option_kind} when that is the balancer's kind)",
+        )
+    return passed(f"{where}, vermagic {mode.vermagic}, TCP option kind {mode.option_kind}")
 
 
 def check_indexed(mode: ModuleModeFacts) -> Result:
@@ -189,7 +203,7 @@ def module_mode_checks(mode: ModuleModeFacts | None) -> list[Check]:
     """The checks of module mode: the module's own, then the shared loaded/stats/log ones."""
 
     def fits(facts: Facts, expect: Expectation) -> Result:
-        return check_build_fits(mode) if mode else not_known("no module facts")
+        return check_build_fits(mode, expect.option_code) if mode else not_known("no module facts")
 
     def indexed(facts: Facts, expect: Expectation) -> Result:
         return check_indexed(mode) if mode else not_known("no module facts")

@@ -98,7 +98,11 @@ class Report:
 def expectation(settings: Settings, release: str | None = None) -> Expectation:
     """What should run: ``--release``, else the manifest's build (or install) release."""
     extra_args = tuple(settings.kernel_args.split())
-    common = {"extraversion": settings.extraversion, "kernel_args": REQUIRED_KERNEL_ARGS + extra_args}
+    common = {
+        "extraversion": settings.extraversion,
+        "kernel_args": REQUIRED_KERNEL_ARGS + extra_args,
+        "option_code": settings.option_code,
+    }
     if release:
         if not RELEASE_RE.fullmatch(release):
             raise UserError(

@@ -6,6 +6,8 @@
 #include <linux/init.h>
 #include <linux/module.h>
 
+#include "toa.h"
+
 static int __init hello_init(void)
 {
 	pr_info("hello: loaded\n");
@@ -22,3 +24,4 @@ module_exit(hello_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("toa-kernel test module");
+MODULE_INFO(tcpopt_toa, __stringify(TCPOPT_TOA));
