@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from centos6_root import GRUB, RUNNING, Sandbox, centos6_root, snapshot
+from centos6_root import GRUB, INSTALLKERNEL, RUNNING, Sandbox, centos6_root, snapshot
 from cli_support import run_invoke
 from conftest import PROJECT_DIR
 
@@ -306,3 +306,73 @@ def test_a_failed_installkernel_names_what_it_left_and_rollback_removes_it(sandb
     assert any(modules in change for change in report.changes)
     assert sandbox.path(GRUB).read_bytes() == grub_before
     assert sandbox.path(f"/lib/modules/{RUNNING}").is_dir()
+
+
+# An installkernel that adds its grub.conf entry (grubby) but makes no initramfs (dracut failed
+# quietly): installkernel succeeds, the install's next step (the check of what landed) fails.
+ENTRY_WITHOUT_INITRAMFS = "\n".join(
+    line for line in INSTALLKERNEL.splitlines() if "gzip -n" not in line and line != "# dracut"
+)
+
+
+@pytest.mark.slow
+def test_rollback_restores_grub_conf_as_it_was_before_installkernel_added_its_entry(sandbox):
+    script = sandbox.path("/sbin/installkernel")
+    script.write_text(ENTRY_WITHOUT_INITRAMFS + "\n")
+    grub_before = sandbox.path(GRUB).read_bytes()
+    with pytest.raises(EnvironmentFailure, match="no initramfs"):
+        sandbox.install()
+    entries = [entry.release for entry in sandbox.grub_config().entries]
+    assert entries[0] == sandbox.release and sandbox.grub_config().default == 1  # grubby's entry, old default
+    report = sandbox.rollback()
+    assert sandbox.path(GRUB).read_bytes() == grub_before
+    assert not sandbox.path(f"/boot/vmlinuz-{sandbox.release}").exists()
+    assert not sandbox.path(f"/lib/modules/{sandbox.release}").exists()
+    assert not any("left as it is" in note for note in report.notes)
+    before = snapshot(sandbox.root.base)
+    assert sandbox.rollback().changes == [] and snapshot(sandbox.root.base) == before
+
+
+# --- backups taken within one second --------------------------------------------------------------
+
+SECOND = "20261122T043100Z"
+
+
+@pytest.fixture
+def one_second(monkeypatch):
+    """Every backup named with the same second, as when steps follow each other at once."""
+    from toa_kernel.core import fileops
+    from toa_kernel.system import ssh
+
+    monkeypatch.setattr(fileops, "timestamp", lambda: SECOND)
+    monkeypatch.setattr(ssh, "timestamp", lambda: SECOND)
+
+
+def test_an_install_and_a_second_edit_within_one_second_keep_both_backups(tmp_path, node, one_second):
+    data = (CORPUS / "centos6-boot-partition.conf").read_bytes()
+    root, settings, system = grub_node(tmp_path, data, node)
+    conf = root / "boot" / "grub" / "grub.conf"
+    first = configure_grub(settings, TOA, console=quiet(), system=system)
+    installed = conf.read_bytes()
+    configure_grub(settings, TOA, console=quiet(), trial=True, system=system)
+    backups = system.backups_of(GRUB)
+    assert len(backups) == 2 and all(SECOND in backup for backup in backups)
+    assert [(root / b.lstrip("/")).read_bytes() for b in backups] == [data, installed]
+    assert Workdir(tmp_path / "work").section("install")["grub"]["backup"] == first.grub_backup == backups[0]
+    rollback(settings, console=quiet(), system=system)
+    assert conf.read_bytes() == data
+
+
+def test_backups_of_lists_the_backups_of_one_second_oldest_first(tmp_path, node, one_second):
+    root = centos6_root(tmp_path / "root")
+    system = node.open(root)
+    conf = root / "boot" / "grub" / "grub.conf"
+    for number in range(12):
+        conf.write_bytes(b"version %d\n" % number)
+        system.backup(GRUB)
+    found = [(root / backup.lstrip("/")).read_bytes() for backup in system.backups_of(GRUB)]
+    assert found == [b"version %d\n" % number for number in range(12)]
+    if not node.remote:
+        from toa_kernel.core.fileops import backups_of
+
+        assert [path.read_bytes() for path in backups_of(conf)] == found

@@ -190,3 +190,17 @@ def test_scenario_4_rollback_of_a_trial_boots_the_old_entry_with_the_old_grub_co
     assert disk.read(GRUB) == lab_grub_conf(trial.original.decode(), MULTIBOOT_KERNEL_ARGS).encode()
     (first,) = disk.boot(root, say=quiet)
     assert (first.title, first.release) == (title(RUNNING), RUNNING) and first.report.grub_errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+@needs_lab
+def test_a_plain_install_after_a_trial_boots_the_toa_entry_every_time(trial, real_kernel):
+    toa, root = trial.release, trial.root
+    report = trial.install()  # plain: ends the trial
+    assert any("trial boot of" in note for note in report.notes)
+    assert "savedefault" not in root.path(GRUB).read_text() and trial.grub_config().default == 0
+    disk = lab_disk(trial, real_kernel)
+    (first,) = disk.boot(root, say=quiet)
+    assert (first.title, first.release) == (title(toa), toa) and "nohz=off" in first.report.cmdline
+    assert first.report.grub_errors == [] and first.saved_after == first.saved_before  # no savedefault ran

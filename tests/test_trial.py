@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,8 +155,10 @@ def test_trial_then_commit_on_generated_configs(text, panic):
     assert savedefaults(toa) == [str(edit.return_entry)] and edit.return_entry != edit.entry_index
     assert f"panic={panic}" in toa.kernel_args and config.fallback == edit.return_entry
     assert edit_for_trial(edit.text, RELEASE, panic_seconds=panic).text == edit.text
-    committed = parse(edit_commit_trial(edit.text, RELEASE).text)
+    committed_text = edit_commit_trial(edit.text, RELEASE).text
+    committed = parse(committed_text)
     assert committed.default == edit.entry_index and savedefaults(committed.entries[edit.entry_index]) == []
+    assert edit_for_release(edit.text, RELEASE).text == committed_text  # a plain edit ends the trial
     for before, after in zip(config.entries, committed.entries):
         if before.index != edit.entry_index:
             assert config.lines[before.first : before.end] == committed.lines[after.first : after.end]
@@ -260,6 +263,94 @@ def test_a_default_file_too_short_for_grub_is_rewritten(root):
     (root / "boot/grub/default").write_text("0\n")  # GRUB: Error 18 at savedefault, the trial would not boot
     run_grub(root)
     assert (root / "boot/grub/default").read_text() == saved_default_text(0)
+
+
+# ---------------------------------------------------------------- a plain edit after a trial, and back
+
+
+def run_plain(root: Path):
+    output = io.StringIO()
+    report = configure_grub(settings_for(root), TOA, console=Console(stream=output), system=SYSTEMS[root])
+    return report, output.getvalue()
+
+
+def fresh_root(root: Path) -> Path:
+    """Another root like ``root`` (same grub.conf), reached locally: the reference edits."""
+    other = centos6_root(root.parent / "reference")
+    shutil.copy(root / "boot/grub/grub.conf", other / "boot/grub/grub.conf")
+    for name in (f"vmlinuz-{TOA}", f"initramfs-{TOA}.img"):
+        (other / "boot" / name).write_bytes(b"placeholder")
+    return other
+
+
+def test_a_plain_edit_after_a_trial_gives_the_committed_form_and_says_the_trial_ends(root):
+    reference = edit_for_trial((root / "boot/grub/grub.conf").read_text(), TOA)
+    committed = edit_commit_trial(reference.text, TOA).text
+    run_grub(root)
+    report, output = run_plain(root)
+    text = (root / "boot/grub/grub.conf").read_text()
+    config = parse(text)
+    assert text == committed and config.default == 0 and config.fallback == 1
+    assert savedefaults(config.entries[0]) == [] and config.entries[1].release == RUNNING
+    assert "-\tsavedefault 1" in output and "+default=0" in output
+    assert any("trial boot of 2.6.32-toa ends" in note for note in report.notes)
+    assert Workdir(root.parent / "work").section("install")["trial"]["ended_at"]
+    before = snapshot(root)
+    assert run_plain(root)[0].changes == [] and snapshot(root) == before
+
+
+def test_a_plain_edit_after_the_trial_booted_gives_the_same_form(root):
+    run_grub(root)
+    (root / "boot/grub/default").write_bytes(b"1\0\n\n\n\n\n\n\n\n" + saved_default_text(0).encode()[10:])
+    run_plain(root)
+    config = parse((root / "boot/grub/grub.conf").read_text())
+    assert config.default == 0 and config.fallback == 1 and savedefaults(config.entries[0]) == []
+
+
+def test_a_trial_after_a_plain_edit_gives_exactly_the_trial_form(root):
+    reference = fresh_root(root)
+    run_plain(root)
+    run_grub(root)
+    configure_grub(
+        settings_for(reference).with_(workdir=reference.parent / "reference-work"), TOA,
+        console=Console(stream=io.StringIO()), trial=True,
+    )  # fmt: skip
+    for name in ("grub.conf", "default"):
+        assert (root / "boot/grub" / name).read_bytes() == (reference / "boot/grub" / name).read_bytes()
+    before = snapshot(root)
+    assert run_grub(root)[0].changes == [] and snapshot(root) == before
+    run_plain(root)
+    run_grub(root)
+    assert (root / "boot/grub/grub.conf").read_bytes() == (reference / "boot/grub/grub.conf").read_bytes()
+
+
+def test_rollback_of_a_trial_after_grub_conf_changed_leaves_no_trial_behind(root):
+    run_grub(root)
+    conf = root / "boot/grub/grub.conf"
+    conf.write_text(conf.read_text().replace("timeout=5", "timeout=7"))  # edited since the trial
+    report = rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root])
+    config = parse(conf.read_text())
+    assert any("pointing default= back" in note for note in report.notes)
+    assert config.default == 1 and config.entries[1].release == RUNNING and config.fallback is None
+    assert all(savedefaults(entry) == [] for entry in config.entries) and "timeout=7" in conf.read_text()
+    assert not (root / "boot/grub/default").exists()
+    before = snapshot(root)
+    assert (
+        rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root]).changes
+        == []
+    )
+    assert snapshot(root) == before
+
+
+def test_rollback_of_a_changed_trial_puts_back_a_default_file_that_was_there(root):
+    (root / "boot/grub/default").write_bytes(b"0\n#\n#\n#\n#\n#\n#\n#\n#\n#\n#\n")
+    before = (root / "boot/grub/default").read_bytes()
+    run_grub(root)
+    conf = root / "boot/grub/grub.conf"
+    conf.write_text(conf.read_text().replace("timeout=5", "timeout=7"))
+    rollback(settings_for(root), console=Console(stream=io.StringIO()), system=SYSTEMS[root])
+    assert (root / "boot/grub/default").read_bytes() == before
+    assert "savedefault" not in conf.read_text() and parse(conf.read_text()).default == 1
 
 
 # ---------------------------------------------------------------- verify --commit
@@ -406,3 +497,23 @@ def test_install_kernel_trial_then_commit_then_rollback(tmp_path, build_section,
     sandbox.rollback()
     assert sandbox.path(GRUB).read_bytes() == original and not sandbox.path(DEFAULT_FILE).exists()
     assert sandbox.grub_config().entries[0].release == RUNNING
+
+
+@pytest.mark.slow
+def test_install_kernel_plain_after_trial_and_trial_after_plain(tmp_path, build_section, node):
+    sandbox = Sandbox(tmp_path, build_section, node)
+    original = sandbox.path(GRUB).read_bytes()
+    sandbox.install(trial=True)
+    trial_text = sandbox.path(GRUB).read_bytes()
+    report = sandbox.install()
+    config = sandbox.grub_config()
+    assert config.default == 0 and config.fallback == 1 and savedefaults(config.entries[0]) == []
+    assert sandbox.path(GRUB).read_text() == edit_commit_trial(trial_text.decode(), sandbox.release).text
+    assert any(f"trial boot of {sandbox.release} ends" in note for note in report.notes)
+    assert sandbox.install().changes == []
+    sandbox.install(trial=True)
+    assert sandbox.path(GRUB).read_bytes() == trial_text
+    assert parse_saved_default(sandbox.path(DEFAULT_FILE).read_text()) == 0
+    assert sandbox.install(trial=True).changes == []
+    sandbox.rollback()
+    assert sandbox.path(GRUB).read_bytes() == original and not sandbox.path(DEFAULT_FILE).exists()

@@ -446,6 +446,7 @@ class GrubEdit:
     summary: list[str]
     notes: list[str] = field(default_factory=list)
     original: str = ""
+    ended_trial: bool = False  # a trial's ``savedefault N`` was removed from the entry
 
     @property
     def changed(self) -> bool:
@@ -458,20 +459,27 @@ def edit_for_release(
     kernel_args: Sequence[str] = DEFAULT_KERNEL_ARGS,
     initrd_name: str | None = None,
     saved_default: int | None = None,
+    end_trial: bool = True,
 ) -> GrubEdit:
     """Make ``release`` the default entry with ``kernel_args``, the old default as fallback.
 
     ``initrd_name``: file name of the initramfs for an added entry (None: derived
     from the copied entry's, e.g. ``initramfs-RELEASE.img``; ``""``: no initrd line).
     ``saved_default``: the entry recorded in ``/boot/grub/default`` when
-    ``default=saved``. Raises ``UserError`` for inputs that cannot be edited safely.
+    ``default=saved``. ``end_trial``: a trial of ``release`` set up in the text ends
+    (its ``savedefault N`` goes, its old entry becomes the fallback), which gives
+    what ``edit_commit_trial`` gives. Raises ``UserError`` for inputs that cannot be
+    edited safely.
     """
     check_release(release)
     args = check_kernel_args(kernel_args)
     check_file_name(initrd_name)
     original = text
     config = parse_for_edit(text)
-    previous, notes = previous_default(config, saved_default)
+    armed = armed_return_entry(config, release) if end_trial else None
+    previous, notes = previous_default(config, saved_default if armed is None else armed)
+    if armed is not None:
+        notes = []
     previous_fallback = fallback_value(config)
     summary: list[str] = []
     index = entry_index_for_release(config, release)
@@ -482,19 +490,42 @@ def edit_for_release(
         notes += added_notes
         config, index, previous = parse(text), 0, previous + 1
     text = step(summary, set_kernel_args(config, index, args, force_check=added))
+    ended: list[str] = []
+    if end_trial:
+        text = step(ended, drop_trial_savedefault(parse(text), index))
+        summary += ended
     text = step(summary, set_default(parse(text), index))
     if previous != index:
         text = step(summary, set_fallback(parse(text), str(previous)))
     elif parse(text).global_command("fallback") is None:
         notes.append(f"no fallback set: entry {index} was already the default")
-    return GrubEdit(text, index, added, previous, previous_fallback, summary, notes, original)
+    if ended:
+        notes.append(trial_end_note(parse(text), index, release))
+    return GrubEdit(
+        text, index, added, previous, previous_fallback, summary, notes, original, ended_trial=bool(ended)
+    )
 
 
-def edit_restore_default(text: str, index: int, fallback: int | str | None = None) -> GrubEdit:
+def trial_end_note(config: GrubConfig, index: int, release: str) -> str:
+    """What a plain edit of a trial's text says: the trial is over, the entry boots every time."""
+    fallback = config.global_command("fallback")
+    back = f", fallback={fallback.value} on the old kernel" if fallback is not None else ""
+    return (
+        f"the trial boot of {release} ends: entry {index} boots every time now (default={index}{back}, "
+        "its savedefault line removed; panic= stays on its kernel line), as 'invoke verify --commit' "
+        "leaves it"
+    )
+
+
+def edit_restore_default(
+    text: str, index: int, fallback: int | str | None = None, trial_release: str | None = None
+) -> GrubEdit:
     """Point ``default=`` back at entry ``index`` (rollback).
 
     ``fallback``: the value to put back (a number or a raw value like ``"1 2"``);
-    None removes the ``fallback=`` line.
+    None removes the ``fallback=`` line. ``trial_release``: a trial of that release
+    was set up; its entry loses the trial's ``savedefault N`` (``default saved``
+    becomes the number anyway).
     """
     config = parse_for_edit(text)
     check_index(config, index, "default")
@@ -502,7 +533,11 @@ def edit_restore_default(text: str, index: int, fallback: int | str | None = Non
     previous = default_index(config) or 0
     previous_fallback = fallback_value(config)
     summary: list[str] = []
-    new_text = step(summary, set_default(config, index))
+    trial_index = entry_index_for_release(config, trial_release) if trial_release else None
+    new_text = config.render()
+    if trial_index is not None:
+        new_text = step(summary, drop_trial_savedefault(config, trial_index))
+    new_text = step(summary, set_default(parse(new_text), index))
     if fallback_text is None:
         new_text = step(summary, drop_fallback(parse(new_text)))
     else:
@@ -969,7 +1004,9 @@ def edit_for_trial(
     original = text
     config = parse_for_edit(text)
     armed = armed_return_entry(config, release)
-    edit = edit_for_release(text, release, args, initrd_name, armed if armed is not None else saved_default)
+    edit = edit_for_release(
+        text, release, args, initrd_name, armed if armed is not None else saved_default, end_trial=False
+    )
     config = parse(edit.text)
     index = edit.entry_index
     old = return_entry(config, index, edit.previous_default, release)
@@ -1050,15 +1087,23 @@ def set_savedefault(config: GrubConfig, index: int, value: int) -> Step:
     return "".join(lines), [f"entry {index} {entry.title!r}: savedefault {value} (GRUB boots it once)"]
 
 
-def drop_savedefault(config: GrubConfig, index: int) -> Step:
-    """Entry ``index`` without ``savedefault`` lines."""
+def drop_savedefault(config: GrubConfig, index: int, trial_only: bool = False) -> Step:
+    """Entry ``index`` without ``savedefault`` lines (``trial_only``: only those naming an entry,
+    ``savedefault N`` as a trial writes it; a bare ``savedefault`` stays)."""
     entry = config.entries[index]
     found = [c for c in entry.body if c.keyword == "savedefault"]
+    if trial_only:
+        found = [c for c in found if parse_index(c.value) is not None]
     lines = list(config.lines)
     for command in reversed(found):
         del lines[command.first : command.last + 1]
     changes = [f"entry {index} {entry.title!r}: {f'savedefault {c.value}'.strip()} removed" for c in found]
     return "".join(lines), changes
+
+
+def drop_trial_savedefault(config: GrubConfig, index: int) -> Step:
+    """Entry ``index`` without a trial's ``savedefault N`` lines."""
+    return drop_savedefault(config, index, trial_only=True)
 
 
 def edit_commit_trial(text: str, release: str) -> GrubEdit:

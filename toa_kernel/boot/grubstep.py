@@ -281,17 +281,22 @@ def find_entry(config: Any, identity: dict[str, Any]) -> int | None:
     return None
 
 
-def plan_restore(grub: GrubFile, record: dict[str, Any]) -> tuple[GrubPlan, list[str]]:
+def plan_restore(
+    grub: GrubFile, record: dict[str, Any], trial_release: str | None = None
+) -> tuple[GrubPlan, list[str]]:
     """Undo the install's grub.conf changes; returns the plan and notes for the user.
 
     When grub.conf is still exactly what the install wrote, the backup taken
     before the install comes back. When someone changed it since, only
-    ``default=`` is pointed back at the previous kernel's entry.
+    ``default=`` is pointed back at the previous kernel's entry (and, after a trial
+    of ``trial_release``, its entry loses the trial's ``savedefault N``).
     """
     result = GrubPlan(Plan("grub.conf"), grub)
     notes: list[str] = []
     backup = backup_text(grub.system, record.get("backup"))
-    if backup is not None and sha256_text(grub.text) == record.get("written_sha256"):
+    # what the install left: its own edit, else (an install that failed before it) installkernel's
+    left = record.get("written_sha256") or record.get("installkernel_sha256")
+    if backup is not None and sha256_text(grub.text) == left:
         text = backup
         summary = f"restore {grub.label} as it was before the install (from {record['backup']})"
         result.plan.add(guarded_write(grub, text, summary, result.backups))
@@ -307,7 +312,7 @@ def plan_restore(grub: GrubFile, record: dict[str, Any]) -> tuple[GrubPlan, list
         return result, notes
     fallback = restored_fallback(config, record)
     try:
-        edit = grubconf.edit_restore_default(grub.text, index, fallback)
+        edit = grubconf.edit_restore_default(grub.text, index, fallback, trial_release)
     except (ToaError, ValueError) as exc:
         raise UserError(f"{grub.label}: cannot point default= back: {exc}") from exc
     result.edit = edit

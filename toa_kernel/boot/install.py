@@ -30,6 +30,7 @@ from toa_kernel.boot.grubstep import (
     entry_identity,
     kernel_args,
     plan_edit,
+    sha256_text,
     write_problem,
 )
 from toa_kernel.boot.kernelfiles import (
@@ -47,6 +48,7 @@ from toa_kernel.core.plan import Plan
 from toa_kernel.core.settings import Settings
 from toa_kernel.core.state import Workdir, now_iso
 from toa_kernel.system.api import FileStat, System
+from toa_kernel.system.files import read_system_text
 from toa_kernel.system.opener import open_system
 from toa_kernel.system.runtime import read_text
 
@@ -147,6 +149,17 @@ class InstallRecord:
     def add_files(self, paths: list[str]) -> None:
         self.data["files_added"] = sorted(set(self.data.get("files_added") or []) | set(paths))
 
+    def grub_after_installkernel(self) -> None:
+        """Remember grub.conf as the system's installkernel (grubby) left it, before grub.conf is
+        edited here: while it stays so, rollback gives back the backup taken before installkernel,
+        and installkernel's entry goes with it."""
+        path = self.grub.get("path")
+        if not path or self.grub.get("written_sha256"):
+            return
+        with contextlib.suppress(OSError, ToaError):  # never hides the failure being reported
+            self.grub["installkernel_sha256"] = sha256_text(read_system_text(self.system, str(path)))
+        self.save()
+
     def take_over(self, system_path: str, backup: str, st: FileStat) -> None:
         """Remember a hook file that was not ours, as it was (the first backup wins)."""
         taken = self.data.setdefault("taken_over", {})
@@ -198,9 +211,11 @@ def record_grub(record: InstallRecord, planned: GrubPlan) -> None:
     grub["entry_index"] = edit.entry_index
     grub["added_entry"] = bool(grub.get("added_entry")) or edit.added_entry
     grub["written_sha256"] = planned.written_sha256
+    trial = record.data.get(trialboot.TRIAL_KEY)
     if isinstance(planned, trialboot.TrialPlan):
-        previous = record.data.get(trialboot.TRIAL_KEY)
-        record.data[trialboot.TRIAL_KEY] = trialboot.trial_record(planned, previous)
+        record.data[trialboot.TRIAL_KEY] = trialboot.trial_record(planned, trial)
+    elif trial and edit.ended_trial:
+        trial["ended_at"] = now_iso()  # a plain edit made the trial entry the default
 
 
 def describe_grub(planned: GrubPlan, report: InstallReport) -> None:
@@ -340,12 +355,14 @@ def install_files(
 ) -> None:
     """Modules and kernel onto the system, then check what landed."""
     before = files.present()
+    installkernel_ran: list[bool] = []
 
     def backup_grub() -> None:
         # installkernel (grubby) edits grub.conf: keep the file as it was before.
         backup = grub.system.backup(grub.path)
         if not record.grub.get("backup"):
             record.grub.update(path=grub.label, backup=backup)
+        installkernel_ran.append(True)
         record.save()
 
     plan = plan_kernel_files(
@@ -371,6 +388,8 @@ def install_files(
         report.files_added = [path for path in files.present() if path not in before]
         record.add_files(report.files_added)
         record.save()
+        if installkernel_ran:
+            record.grub_after_installkernel()
     report.notes += check_installed(files, artifacts, request.initramfs, log)
     record.save(status="kernel files installed")
 

@@ -1,9 +1,11 @@
 """``invoke rollback``: undo install-kernel, leaving the kernel files in place.
 
 grub.conf comes back from the backup taken before the install when it still
-holds exactly what the install wrote (a trial boot's ``default`` file is removed
-when the trial created it, else its backup comes back); when someone changed it since, only
-``default=`` (and ``fallback=``) is pointed back at the previous kernel's entry.
+holds exactly what the install wrote, or, for an install that failed before its
+grub.conf step, what the system's installkernel (grubby) left (a trial boot's ``default``
+file is removed when the trial created it, else its backup comes back); when someone changed
+it since, only ``default=`` (and ``fallback=``) is pointed back at the previous kernel's
+entry, and a trial's ``savedefault`` line leaves the TOA entry.
 The startup hook and the cron job are removed (only files and lines carrying
 the project's marker); a hook file the install took over comes back from its
 backup, bytes, mode and owner. The installed vmlinuz, initramfs and modules stay
@@ -68,7 +70,8 @@ def grub_step(system: System, record: dict[str, Any]) -> tuple[GrubPlan | None, 
         return None, [], []
     try:
         grub = GrubFile.read(system)
-        planned, notes = plan_restore(grub, grub_record)
+        trial_release = record.get("release") if record.get(trialboot.TRIAL_KEY) else None
+        planned, notes = plan_restore(grub, grub_record, trial_release)
     except UserError as exc:
         return None, [], [exc]
     problem = write_problem(system, grub.path) if planned.plan else None

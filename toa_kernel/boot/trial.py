@@ -146,6 +146,7 @@ def trial_record(planned: TrialPlan, previous: dict[str, Any] | None) -> dict[st
         armed_at=now_iso(),
     )
     record.pop("committed_at", None)
+    record.pop("ended_at", None)
     return record
 
 

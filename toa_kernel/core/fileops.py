@@ -252,10 +252,19 @@ def backup_file(path: Path, hidden: bool = False) -> Path:
     return backup
 
 
+def backup_order(name: str) -> tuple[str, int]:
+    """Sort key of a backup's name, oldest first: by its second, then by the counter a name
+    taken within that second got (``….1``, ``….2``, … ``….10``: numbers, not text)."""
+    stamp, dot, counter = name.rpartition(".")
+    if dot and counter.isdigit() and BACKUP_TAG in stamp:
+        return stamp, int(counter)
+    return name, 0
+
+
 def backups_of(path: Path) -> list[Path]:
     """Backups made by ``backup_file`` for ``path``, oldest first."""
     source = resolve_target(path)
-    return sorted(source.parent.glob(f"{source.name}{BACKUP_TAG}*"))
+    return sorted(source.parent.glob(f"{source.name}{BACKUP_TAG}*"), key=lambda p: backup_order(p.name))
 
 
 def remove_tree(path: Path) -> None:

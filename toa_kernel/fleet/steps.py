@@ -52,6 +52,7 @@ class InstallBooks:
         self.release = release
         self.files = KernelFiles(system, release)
         self.before = self.files.present()
+        self.installkernel_ran = False
 
     def record(self) -> InstallRecord:
         return InstallRecord(self.workdir, self.system, self.release)
@@ -62,6 +63,7 @@ class InstallBooks:
         grub = locate(self.system)
         if grub is not None and not record.grub.get("backup"):
             record.grub.update(path=grub, backup=self.system.backup(grub))
+        self.installkernel_ran = True
         record.save(status="installing kernel files")
 
     def files_added(self) -> None:
@@ -70,6 +72,8 @@ class InstallBooks:
         record = self.record()
         record.add_files([path for path in self.files.present() if path not in self.before])
         record.save()
+        if self.installkernel_ran:
+            record.grub_after_installkernel()
 
 
 def configure_boot(

@@ -68,7 +68,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple
 
 from toa_kernel.core.errors import EnvironmentFailure, ToolMissing, UserError
-from toa_kernel.core.fileops import BACKUP_TAG
+from toa_kernel.core.fileops import BACKUP_TAG, backup_order
 
 # Exit codes of commands that could not run (bash/dash convention).
 NOT_FOUND_STATUS = 127
@@ -369,7 +369,8 @@ class System(ABC):
         except (FileNotFoundError, NotADirectoryError):
             return []
         prefix = name + BACKUP_TAG
-        return [str(PurePosixPath(parent) / n) for n in sorted(names) if n.startswith(prefix)]
+        ours = sorted((n for n in names if n.startswith(prefix)), key=backup_order)
+        return [str(PurePosixPath(parent) / n) for n in ours]
 
     def __enter__(self) -> System:
         return self
