@@ -12,7 +12,7 @@ from conftest import PROJECT_DIR
 
 from toa_kernel.core.errors import UserError
 from toa_kernel.core.layout import TOA_HEADER
-from toa_kernel.kernel import configbase, defects, toolchain
+from toa_kernel.kernel import configbase, defects, patching, toolchain
 from toa_kernel.kernel import tree as kernel_tree
 
 COMPAT_DIR = PROJECT_DIR / "patches" / "toolchain"
@@ -103,7 +103,7 @@ def test_this_hosts_toolchain_is_detected_from_the_real_tools():
 
 def test_every_patch_of_the_set_declares_a_valid_condition_and_its_symptom():
     patches = toolchain.compat_patches(COMPAT_DIR)
-    assert len(patches) == 9
+    assert len(patches) == 10
     for patch in patches:
         assert patch.subject and patch.symptom, patch.name
         DEBIAN12.holds(patch.when)  # raises on a condition the build cannot judge
@@ -121,13 +121,13 @@ def test_a_centos6_toolchain_gets_nothing(tmp_path):
     compat = toolchain.plan_compat(kbuild_tree(tmp_path), COMPAT_DIR, CENTOS6)
     assert compat.kbuild_tree and not compat.needed
     assert compat.patches == [] and compat.variables == {} and compat.banner() == []
-    assert len(compat.not_needed) == 9
+    assert len(compat.not_needed) == 10
     assert toolchain.cc_variable(compat, ccache=False) is None
 
 
 def test_a_debian12_toolchain_gets_every_patch_and_cc_without_pie_loudly(tmp_path):
     compat = toolchain.plan_compat(kbuild_tree(tmp_path), COMPAT_DIR, DEBIAN12)
-    assert [p.name[:4] for p in compat.patches] == [f"{n:04d}" for n in range(1, 10)]
+    assert [p.name[:4] for p in compat.patches] == [f"{n:04d}" for n in range(1, 11)]
     assert compat.variables == {"CC": "gcc -fno-PIE"}
     banner = " ".join(compat.banner())
     assert "NEWER THAN THIS 2.6.32 TREE SUPPORTS" in banner
@@ -157,6 +157,100 @@ def test_a_tree_without_kbuild_gets_no_compatibility_set(tmp_path):
     assert not compat.kbuild_tree and not compat.needed
     assert "not a Kbuild tree" in compat.summary()
     assert toolchain.cc_variable(compat, ccache=True) == "CC=ccache gcc"
+
+
+# --- 0010: a constant delay over udelay's limit in igb's PHY link wait ------------------------
+
+IGB_PHY = "drivers/net/igb/e1000_phy.c"
+# Our own C around the patch's pre-image: udelay/mdelay with the kernel's compile-time check (a
+# constant over 20000 us calls the undefined __bad_udelay), the driver's delay macros, and a caller
+# passing the driver's 100000 us. The function is static with that one caller, so gcc inlines it at
+# any -O level and the constant reaches every delay, as gcc 12's per-constant clone does in the tree.
+IGB_HEAD = """typedef int s32;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef _Bool bool;
+#define E1000_SUCCESS 0
+#define PHY_STATUS 1
+#define MII_SR_LINK_STATUS 4
+extern void __bad_udelay(void);
+extern void __const_udelay(unsigned long xloops);
+extern void __udelay(unsigned long usecs);
+#define udelay(n) (__builtin_constant_p(n) ? \\
+\t((n) > 20000 ? __bad_udelay() : __const_udelay((n) * 0x10c7ul)) : __udelay(n))
+#define mdelay(n) (__builtin_constant_p(n) && (n) <= 5 ? udelay((n) * 1000) : \\
+\t({ unsigned long ms = (n); while (ms--) udelay(1000); }))
+#define usec_delay(x) udelay(x)
+#define msec_delay_irq(x) mdelay(x)
+struct e1000_hw;
+struct phy_ops { s32 (*read_reg)(struct e1000_hw *hw, u32 reg, u16 *data); };
+struct e1000_hw { struct { struct phy_ops ops; } phy; };
+
+static s32 e1000_phy_has_link_generic(struct e1000_hw *hw, u32 iterations, u32 usec_interval,
+\t\t\t\t      bool *success)
+{
+\ts32 ret_val = E1000_SUCCESS;
+\tu16 i, phy_status;
+
+\tfor (i = 0; i < iterations; i++) {
+\t\t/*
+"""
+IGB_TAIL = """\t\tif (phy_status & MII_SR_LINK_STATUS)
+\t\t\tbreak;
+\t\tif (usec_interval >= 1000)
+\t\t\tmsec_delay_irq(usec_interval / 1000);
+\t\telse
+\t\t\tusec_delay(usec_interval);
+\t}
+\t*success = i < iterations;
+\treturn ret_val;
+}
+
+s32 wait_forced_link(struct e1000_hw *hw, bool *link)
+{
+\treturn e1000_phy_has_link_generic(hw, 20, 100000, link);
+}
+"""
+
+
+def compat_patch(number: str) -> toolchain.CompatPatch:
+    return next(p for p in toolchain.compat_patches(COMPAT_DIR) if p.name.startswith(number))
+
+
+def pre_image(patch: Path) -> str:
+    """The lines the patch's one hunk expects (context and removed), in order."""
+    hunk = patch.read_text().split("\n@@", 1)[1].split("\n", 1)[1]
+    return "".join(line[1:] + "\n" for line in hunk.splitlines() if line[:1] in (" ", "-"))
+
+
+def undefined_symbols(tmp_path: Path, source: Path) -> list[str]:
+    """What the object gcc -O2 makes of ``source`` needs from elsewhere (as modpost reads it)."""
+    objfile = tmp_path / "igb.o"
+    subprocess.run(["gcc", "-O2", "-c", "-o", str(objfile), str(source)], check=True, capture_output=True)
+    listing = subprocess.run(["nm", "-u", str(objfile)], check=True, capture_output=True, text=True).stdout
+    return [line.split()[-1] for line in listing.splitlines()]
+
+
+def test_0010_is_for_gcc_5_and_later():
+    patch = compat_patch("0010")
+    assert patch.when == "gcc >= 5" and "__bad_udelay" in patch.symptom
+    assert DEBIAN12.holds(patch.when) and not CENTOS6.holds(patch.when)
+
+
+def test_0010_applies_to_the_trees_igb_phy_and_takes_the_too_long_constant_udelay_out(tmp_path):
+    patch = compat_patch("0010").path
+    tree = tmp_path / "tree"
+    (tree / IGB_PHY).parent.mkdir(parents=True)
+    (tree / IGB_PHY).write_text(IGB_HEAD + pre_image(patch) + IGB_TAIL)
+    assert "__bad_udelay" in undefined_symbols(tmp_path, tree / IGB_PHY)  # what modpost refused
+
+    found = patching.plan_patches(tree, [patch])
+    assert [o.status for o in found.outcomes] == ["would apply"]
+    found.plan.apply(False, echo=lambda text: None)
+    fixed = (tree / IGB_PHY).read_text()
+    assert "msec_delay_irq(usec_interval/1000);" in fixed.split("ret_val = hw->phy.ops.read_reg", 2)[1]
+    assert "__bad_udelay" not in undefined_symbols(tmp_path, tree / IGB_PHY)
+    assert [o.status for o in patching.plan_patches(tree, [patch]).outcomes] == ["already applied"]
 
 
 # --- the vendor's syntax errors ---------------------------------------------------------------
