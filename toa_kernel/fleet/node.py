@@ -30,6 +30,7 @@ held while anything is changed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -103,11 +104,10 @@ class Node:
     # --- the connection ---------------------------------------------------------------------
 
     def options(self) -> SshOptions:
-        return SshOptions(
+        """The SSH settings, with the login values the inventory gives this host."""
+        return dataclasses.replace(
+            SshOptions.from_settings(self.settings),
             key=self.host.key,
-            known_hosts=self.settings.ssh_known_hosts,
-            accept_new_host_key=self.settings.ssh_accept_new_host_key,
-            connect_timeout=self.settings.ssh_connect_timeout,
             legacy=self.host.legacy_ssh,
             sudo=self.host.sudo,
         )
