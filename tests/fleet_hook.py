@@ -28,6 +28,9 @@ import sys
 import uuid
 from pathlib import Path
 
+# The checkout this hook belongs to, whatever toa_kernel is installed (the rollout runs it as a script).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from toa_kernel.core.fileops import atomic_write
 from toa_kernel.lab.reboot import BOOT_LOG, reboot_root, write_proc
 from toa_kernel.system.rootfs import Root
